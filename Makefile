@@ -1,0 +1,34 @@
+# Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	PY=$(PY) bash scripts/demo.sh
+
+test: $(VENV)/.installed
+	bash scripts/docker-engine.sh
+	$(PY) -m ruff check lanworker tests benchmarks
+	$(PY) -m mypy
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check lanworker tests benchmarks
+	$(PY) -m ruff format --check lanworker tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
+
+benchmark: $(VENV)/.installed
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,351 @@
+"""Command line: `worker.py native|docker|submit|validate|dead-letters|cancel|translate`.
+
+main() returns an exit code; each failure kind has its own so systemd can tell them apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lanworker import __version__
+from lanworker.config import WorkerConfig, build_config
+from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable
+from lanworker.executors.base import Executor
+from lanworker.executors.native import NativeExecutor
+from lanworker.jobs import JobRunner, cancel_marker
+from lanworker.logs import configure_logging
+from lanworker.messages import decode, validate_document
+from lanworker.queues import DEFAULT_LOCAL_QUEUE, LocalQueue, Queue, open_queue
+from lanworker.results import EventPublisher, QueueCache, ResultReporter
+from lanworker.storage import Storage
+from lanworker.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a job failed (submit --wait), a message is invalid (validate)
+EXIT_USAGE = 2
+EXIT_QUEUE_UNREACHABLE = 69  # EX_UNAVAILABLE: the queue or its endpoint cannot be reached
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug
+EXIT_STOPPED = 75  # stopped by SIGTERM/SIGINT after a graceful drain
+EXIT_FORCED = 76  # stopped by a second signal before running jobs finished
+EXIT_CONFIG = 78  # EX_CONFIG: bad flags, environment or files; restarting will not help
+
+
+def _worker_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("worker options (each also LANWORKER_<NAME>)")
+    add = group.add_argument
+    add(
+        "--queue",
+        dest="queue_url",
+        help=f"SQS queue URL or local:PATH[#NAME] (default {DEFAULT_LOCAL_QUEUE})",
+    )
+    add("--dead-letter-queue", dest="dead_letter_queue_url", help="where invalid messages go (SQS URL)")
+    add("--results", dest="results_url", help="queue that receives results of jobs without reply_to")
+    add("--events", dest="events_url", help="SQS queue URL or SNS topic ARN for job state events")
+    add("--control", dest="control_url", help="s3:// prefix or directory holding cancel markers")
+    add("--worker-id", help="stable name of this worker (default HOST-PID)")
+    add("--concurrency", type=int, help="jobs run at once (default 1)")
+    add("--once", action="store_true", default=None, help="process what is queued, then exit")
+    add("--visibility-timeout-s", type=int)
+    add("--wait-time-s", type=int, help="long-poll wait (default 20)")
+    add("--max-receives", type=int, help="local queue: receives before dead-lettering (default 5)")
+    add("--heartbeat-interval-s", type=float)
+    add("--max-job-runtime-s", type=float)
+    add("--grace-period-s", type=float, help="how long running jobs may finish after SIGTERM (default 60)")
+    add("--timeout-s", dest="default_timeout_s", type=float, help="default job timeout")
+    add("--work-root", type=Path)
+    add("--keep-workdir", action="store_true", default=None)
+    add("--upload-on-failure", action="store_true", default=None)
+    add("--capture-bytes", type=int, help="cap of piped stdout/stderr kept in the result")
+    add("--transfer-concurrency", type=int)
+    add("--allow-local-files", action=argparse.BooleanOptionalAction, default=None)
+    add("--log-format", choices=("json", "text"))
+    add("--log-level")
+    add("--metrics-port", type=int)
+    return parent
+
+
+def _docker_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--allow-image", dest="allow_images", action="append", help="image glob allowed to run (repeatable)")
+    add("--pull", dest="pull_policy", choices=("if-missing", "always", "never"))
+    add(
+        "--services",
+        dest="services_file",
+        type=Path,
+        help="services file: service name -> image and settings",
+    )
+    add(
+        "--host-workdir",
+        type=Path,
+        help="host path of --work-root when the worker itself runs in a container",
+    )
+    add("--max-memory-mb", type=int)
+    add("--max-cpus", type=float)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="worker.py", description="lanworker: JSON command messages into real work."
+    )
+    parser.add_argument("--version", action="version", version=f"lanworker {__version__}")
+    commands = parser.add_subparsers(dest="subcommand", required=True)
+    worker_options = _worker_options()
+
+    native = commands.add_parser(
+        "native", parents=[worker_options], help="run each message as CMD ARGS... locally"
+    )
+    native.add_argument("base_command", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+
+    docker = commands.add_parser("docker", parents=[worker_options], help="run each message in a container")
+    _docker_options(docker)
+
+    submit = commands.add_parser("submit", help="validate and enqueue a command message")
+    submit.add_argument("file", help="message file, or - for standard input")
+    submit.add_argument("--queue", dest="queue_url")
+    submit.add_argument("--reply-to", help="queue for the result (with --wait on SQS)")
+    submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    submit.add_argument("--wait-timeout-s", type=float, default=600.0)
+
+    validate = commands.add_parser("validate", help="validate message files, printing every error")
+    validate.add_argument("files", nargs="+")
+
+    dead = commands.add_parser("dead-letters", help="list dead-lettered messages, or re-queue them")
+    dead.add_argument("--queue", dest="queue_url")
+    dead.add_argument("--dead-letter-queue", dest="dead_letter_queue_url")
+    dead.add_argument("--redrive", action="store_true")
+    dead.add_argument("--limit", type=int, default=100)
+
+    cancel = commands.add_parser("cancel", help="ask the worker running JOB_ID to stop it")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--control", dest="control_url")
+
+    return parser
+
+
+# --------------------------------------------------------------------- worker
+def make_executor(config: WorkerConfig) -> Executor:
+    if config.mode == "docker":
+        raise ConfigError("the docker executor is not available in this build")
+    return NativeExecutor(config.base_command)
+
+
+def build_worker(config: WorkerConfig) -> Worker:
+    storage = Storage(transfer_concurrency=config.transfer_concurrency)
+    queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
+    queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
+    events = EventPublisher(config.events_url, config.worker_id, queues)
+    executor = make_executor(config)
+    runner = JobRunner(config, executor, storage, events)
+    return Worker(config, queue, runner, ResultReporter(config.results_url, queues), events, executor)
+
+
+class SignalFlag:
+    """Signal handlers only count; a watcher thread turns the count into worker actions."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+    def watch(self, worker: Worker) -> None:
+        seen = 0
+        while True:
+            if self.count > seen:
+                seen += 1
+                logger.warning(
+                    "signal received: %s",
+                    "forcing stop" if seen > 1 else "graceful shutdown",
+                    extra={"action": "signal"},
+                )
+                worker.request_shutdown()
+            time.sleep(0.05)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    flags = {k: v for k, v in vars(args).items() if k != "subcommand"}
+    flags["mode"] = args.subcommand
+    if args.subcommand == "native":
+        command = list(args.base_command)
+        if command and command[0] == "--":
+            command = command[1:]
+        flags["base_command"] = tuple(command)
+    config = build_config(flags)
+    configure_logging(config.log_format, config.log_level)
+    worker = build_worker(config)
+    signals = SignalFlag()
+    signal.signal(signal.SIGTERM, signals.handler)
+    signal.signal(signal.SIGINT, signals.handler)
+    threading.Thread(target=signals.watch, args=(worker,), name="signal-watcher", daemon=True).start()
+    logger.info(
+        "worker %s (%s) listening on %s, concurrency %d",
+        config.worker_id,
+        config.mode,
+        config.queue_url,
+        config.concurrency,
+        extra={"action": "start"},
+    )
+    worker.run()
+    if worker.force.is_set():
+        return EXIT_FORCED
+    if worker.shutdown.is_set():
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------- client
+def _read_message_file(name: str) -> Any:
+    text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    return decode(text)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for name in args.files:
+        try:
+            document = _read_message_file(name)
+            problems = (
+                validate_document(document) if isinstance(document, dict) else ["$: must be a JSON object"]
+            )
+        except InvalidMessage as exc:
+            problems = [str(exc)]
+        except OSError as exc:
+            problems = [f"cannot read: {exc}"]
+        for problem in problems:
+            print(f"{name}: {problem}")
+        if problems:
+            status = EXIT_FAILED
+        else:
+            print(f"{name}: ok")
+    return status
+
+
+def _queue_url(args: argparse.Namespace) -> str:
+    return str(build_config({"queue_url": args.queue_url, "base_command": ("-",)}).queue_url)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    configure_logging("text", "WARNING")
+    document = _read_message_file(args.file)
+    problems = validate_document(document) if isinstance(document, dict) else ["$: must be a JSON object"]
+    if problems:
+        for problem in problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    queue = open_queue(_queue_url(args))
+    reply_queue: Queue | None = None
+    if args.wait:
+        if args.reply_to:
+            reply_queue = open_queue(args.reply_to)
+        elif isinstance(queue, LocalQueue):
+            reply_queue = queue.sibling(f"replies-{uuid.uuid4().hex[:12]}")
+        else:
+            print("--wait on an SQS queue needs --reply-to QUEUE_URL", file=sys.stderr)
+            return EXIT_USAGE
+        document["reply_to"] = reply_queue.url
+    elif args.reply_to:
+        document["reply_to"] = args.reply_to
+    message_id = queue.send(json.dumps(document))
+    job_id = document.get("id") or message_id
+    print(job_id, flush=True)
+    if reply_queue is None:
+        return EXIT_OK
+    result = wait_for_result(reply_queue, job_id, args.wait_timeout_s)
+    if result is None:
+        print(f"no result for job {job_id} within {args.wait_timeout_s} s", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2))
+    return EXIT_OK if result.get("state") in ("succeeded", "listening") else EXIT_FAILED
+
+
+def wait_for_result(reply_queue: Queue, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+    """The final result of job_id; interim 'retrying' results are consumed and skipped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for message in reply_queue.receive(10, min(20.0, max(0.0, deadline - time.monotonic())), 30):
+            try:
+                result = json.loads(message.body)
+            except json.JSONDecodeError:
+                result = {}
+            if result.get("job_id") != job_id:
+                reply_queue.release(message)  # someone else's result on a shared reply queue
+                continue
+            reply_queue.delete(message)
+            if result.get("state") != "retrying":
+                return dict(result)
+    return None
+
+
+def run_dead_letters(args: argparse.Namespace) -> int:
+    configure_logging("text", "WARNING")
+    queue = open_queue(_queue_url(args), args.dead_letter_queue_url)
+    if args.redrive:
+        print(f"re-queued {queue.redrive(args.limit)} message(s)")
+        return EXIT_OK
+    for letter in queue.list_dead_letters(args.limit):
+        print(
+            json.dumps(
+                {
+                    "message_id": letter.message_id,
+                    "reason": letter.reason,
+                    "receive_count": letter.receive_count,
+                    "body": letter.body,
+                }
+            )
+        )
+    return EXIT_OK
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    control = args.control_url or build_config({"base_command": ("-",)}).control_url
+    if not control:
+        print(
+            "cancel needs --control (or LANWORKER_CONTROL_URL): the workers' control location",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    Storage().write_bytes(
+        cancel_marker(control, args.job_id), json.dumps({"requested_at": time.time()}).encode()
+    )
+    print(f"cancel requested for {args.job_id}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {
+        "native": run_worker,
+        "docker": run_worker,
+        "submit": run_submit,
+        "validate": run_validate,
+        "dead-letters": run_dead_letters,
+        "cancel": run_cancel,
+    }
+    try:
+        return handlers[args.subcommand](args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except QueueUnreachable as exc:
+        print(f"queue unreachable: {exc}", file=sys.stderr)
+        return EXIT_QUEUE_UNREACHABLE
+    except InvalidMessage as exc:
+        print(f"invalid message: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_STOPPED

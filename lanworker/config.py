@@ -1,0 +1,162 @@
+"""Worker configuration: built once from flags, then LANWORKER_* variables, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lanworker.errors import ConfigError
+from lanworker.queues import DEFAULT_LOCAL_QUEUE, is_local
+
+ENV_PREFIX = "LANWORKER_"
+SQS_MAX_VISIBILITY_S = 12 * 3600
+PULL_POLICIES = ("if-missing", "always", "never")
+LOG_FORMATS = ("json", "text")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    mode: str = "native"
+    base_command: tuple[str, ...] = ()
+    queue_url: str = DEFAULT_LOCAL_QUEUE
+    dead_letter_queue_url: str | None = None
+    results_url: str | None = None
+    events_url: str | None = None
+    control_url: str | None = None
+    worker_id: str = field(default_factory=default_worker_id)
+    concurrency: int = 1
+    once: bool = False
+    visibility_timeout_s: int = 300
+    wait_time_s: int = 20
+    max_receives: int = 5
+    heartbeat_interval_s: float = 0.0  # 0 means a third of the visibility timeout
+    max_job_runtime_s: float = SQS_MAX_VISIBILITY_S - 1800
+    grace_period_s: float = 60.0
+    default_timeout_s: float | None = None
+    work_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "lanworker")
+    keep_workdir: bool = False
+    upload_on_failure: bool = False
+    capture_bytes: int = 1024 * 1024
+    transfer_concurrency: int = 8
+    allow_local_files: bool | None = None  # None: allowed only on the embedded local queue
+    log_format: str | None = None  # None: json when stderr is not a TTY
+    log_level: str = "INFO"
+    metrics_port: int | None = None
+    # docker executor
+    allow_images: tuple[str, ...] = ()
+    pull_policy: str = "if-missing"
+    services_file: Path | None = None
+    host_workdir: Path | None = None
+    max_memory_mb: int | None = None
+    max_cpus: float | None = None
+    default_pids_limit: int = 512
+
+    @property
+    def effective_heartbeat_s(self) -> float:
+        return self.heartbeat_interval_s or max(1.0, self.visibility_timeout_s / 3)
+
+    @property
+    def local_files_allowed(self) -> bool:
+        if self.allow_local_files is None:
+            return is_local(self.queue_url)
+        return self.allow_local_files
+
+    def validate(self) -> WorkerConfig:
+        problems = []
+        if self.mode not in ("native", "docker"):
+            problems.append(f"mode must be native or docker, not {self.mode!r}")
+        if self.mode == "native" and not self.base_command:
+            problems.append("native mode needs a command: worker.py native CMD [ARGS...]")
+        if self.mode == "docker" and not self.allow_images:
+            problems.append(
+                "docker mode needs an image allowlist: --allow-image PATTERN (use '*' to allow any)"
+            )
+        if self.concurrency < 1:
+            problems.append("concurrency must be at least 1")
+        if not 1 <= self.visibility_timeout_s <= SQS_MAX_VISIBILITY_S:
+            problems.append(f"visibility_timeout_s must be between 1 and {SQS_MAX_VISIBILITY_S}")
+        if not 0 <= self.wait_time_s <= 20:
+            problems.append("wait_time_s must be between 0 and 20 (the SQS long-poll limit)")
+        if self.max_receives < 1:
+            problems.append("max_receives must be at least 1")
+        if self.heartbeat_interval_s and self.heartbeat_interval_s >= self.visibility_timeout_s:
+            problems.append("heartbeat_interval_s must be shorter than visibility_timeout_s")
+        if self.max_job_runtime_s <= 0 or self.max_job_runtime_s > SQS_MAX_VISIBILITY_S:
+            problems.append(f"max_job_runtime_s must be between 0 and {SQS_MAX_VISIBILITY_S}")
+        if self.grace_period_s < 0:
+            problems.append("grace_period_s must not be negative")
+        if self.pull_policy not in PULL_POLICIES:
+            problems.append(f"pull_policy must be one of {', '.join(PULL_POLICIES)}")
+        if self.log_format is not None and self.log_format not in LOG_FORMATS:
+            problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.transfer_concurrency < 1 or self.capture_bytes < 0:
+            problems.append("transfer_concurrency must be >= 1 and capture_bytes >= 0")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _convert(text: str, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return _convert(text, inner[0]) if text != "" else None
+    if origin is tuple:
+        return tuple(part for part in (p.strip() for p in text.split(",")) if part)
+    if annotation is bool:
+        return _parse_bool(text)
+    if annotation in (int, float, str, Path):
+        return annotation(text)
+    raise TypeError(f"no conversion for {annotation!r}")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+ENV_ALIASES = {"queue_url": "LANWORKER_QUEUE", "allow_images": "LANWORKER_ALLOW_IMAGES"}
+
+
+def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Flags that are not None win; then LANWORKER_<FIELD> (or its alias); then the default."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(WorkerConfig)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(WorkerConfig):
+        flag_value = flags.get(spec.name)
+        if flag_value is not None and flag_value != ():
+            values[spec.name] = tuple(flag_value) if isinstance(flag_value, list) else flag_value
+            continue
+        for name in (env_name(spec.name), ENV_ALIASES.get(spec.name)):
+            if name and name in environ:
+                try:
+                    values[spec.name] = _convert(environ[name], hints[spec.name])
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{name}={environ[name]!r}: {exc}") from exc
+                break
+    try:
+        config = WorkerConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+    return config.validate()

@@ -1,0 +1,169 @@
+"""Error kinds, grouped by what the worker loop must do with the message.
+
+- InvalidMessage: the message can never succeed; report it and dead-letter it.
+- JobFailed: the job ran (or tried to) and failed; report it and delete the message.
+- TransientError: infrastructure trouble; leave the message for redelivery.
+- ConfigError: the worker itself is misconfigured; refuse to start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import botocore.exceptions
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LanworkerError(Exception):
+    """Base of every error lanworker raises on purpose."""
+
+    kind = "error"
+
+
+class ConfigError(LanworkerError):
+    kind = "config"
+
+
+class QueueUnreachable(LanworkerError):
+    kind = "queue-unreachable"
+
+
+class InvalidMessage(LanworkerError):
+    """The message is malformed, breaks the schema, or asks for something forbidden."""
+
+    kind = "invalid-message"
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+class JobFailed(LanworkerError):
+    """The job could not complete: missing input, command failure, timeout, missing output."""
+
+    kind = "job-failed"
+
+    def __init__(self, message: str, reason: str = "failed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransientError(LanworkerError):
+    """S3, SQS or docker unreachable or throttling: worth retrying later."""
+
+    kind = "transient"
+
+
+class StaleReceipt(TransientError):
+    """The message's receipt is no longer ours: another worker may own it now."""
+
+    kind = "stale-receipt"
+
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "EC2ThrottledException",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "AWS.SimpleQueueService.ServiceUnavailable",
+    }
+)
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def client_error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may go away by themselves (network, throttling, 5xx)."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        if client_error_code(exc) in THROTTLING_CODES:
+            return True
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return isinstance(status, int) and status >= 500
+    return False
+
+
+def as_transient(exc: BaseException, what: str) -> TransientError:
+    return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    logger.warning(
+        "transient failure in %s (attempt %d), retrying: %s",
+        getattr(state.fn, "__qualname__", "call"),
+        state.attempt_number,
+        exc,
+        extra={"action": "retry"},
+    )
+
+
+def retry_transient(
+    attempts: int = 5, max_wait_s: float = 8.0, max_total_s: float = 60.0
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Retry a call on TransientError with exponential backoff and full jitter.
+
+    The wrapped call must translate its own low-level exceptions into TransientError
+    (see `translate_boto_errors`), so only failures known to be retryable are retried.
+    """
+    decorator: Callable[[Callable[..., T]], Callable[..., T]] = retry(
+        retry=retry_if_exception_type(TransientError),
+        wait=wait_random_exponential(multiplier=0.2, max=max_wait_s),
+        stop=stop_after_attempt(attempts) | stop_after_delay(max_total_s),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return decorator
+
+
+def call_with_retry(
+    fn: Callable[..., T], *args: Any, attempts: int = 5, max_total_s: float = 60.0, **kwargs: Any
+) -> T:
+    wrapped = retry_transient(attempts=attempts, max_total_s=max_total_s)(fn)
+    return wrapped(*args, **kwargs)

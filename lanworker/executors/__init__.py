@@ -1,0 +1,1 @@
+"""Executors run a staged job: `native` (a local process group) and `docker` (a container)."""

@@ -1,0 +1,159 @@
+"""The executor interface, and the stream plumbing both executors share."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from lanworker.messages import CommandMessage
+from lanworker.staging import PathMapper, Workspace
+from lanworker.storage import CHUNK_BYTES, Storage
+
+logger = logging.getLogger(__name__)
+
+# What asks a running job to stop early: returns a reason ('canceled', 'shutdown',
+# 'lease-lost') or None to keep going.
+StopCheck = Callable[[], "str | None"]
+
+
+class CapturedStream:
+    """stdout or stderr of a job: kept in memory up to a cap, or spooled to a file.
+
+    Spooled streams are uploaded after the run, so a slow S3 never back-pressures the
+    command and the upload can be retried as a whole.
+    """
+
+    def __init__(self, name: str, cap_bytes: int, spool_path: Path | None = None) -> None:
+        self.name = name
+        self.cap_bytes = cap_bytes
+        self.spool_path = spool_path
+        self.total_bytes = 0
+        self._buffer = bytearray()
+        self._spool: IO[bytes] | None = spool_path.open("wb") if spool_path else None
+
+    def write(self, data: bytes) -> None:
+        self.total_bytes += len(data)
+        if self._spool is not None:
+            self._spool.write(data)
+            return
+        room = self.cap_bytes - len(self._buffer)
+        if room > 0:
+            self._buffer.extend(data[:room])
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+    @property
+    def truncated(self) -> bool:
+        return self._spool is None and self.total_bytes > len(self._buffer)
+
+    def as_result(self) -> dict[str, Any]:
+        if self._spool is not None:
+            return {"bytes": self.total_bytes, "spooled": True}
+        return {
+            "text": self._buffer.decode("utf-8", errors="replace"),
+            "bytes": self.total_bytes,
+            "truncated": self.truncated,
+        }
+
+    def pump_from(self, source: IO[bytes]) -> None:
+        """Copy a pipe into this stream until EOF; meant for a background thread."""
+        try:
+            while (
+                chunk := source.read1(CHUNK_BYTES) if hasattr(source, "read1") else source.read(CHUNK_BYTES)
+            ):
+                self.write(chunk)
+        except (OSError, ValueError) as exc:
+            logger.debug("%s pump ended: %s", self.name, exc)
+        finally:
+            self.close()
+
+
+def open_stdin(message: CommandMessage, storage: Storage) -> IO[bytes] | None:
+    stdin = message.command.stdin
+    if stdin is None:
+        return None
+    if stdin.type == "pipe":
+        return io.BytesIO((stdin.value or "").encode("utf-8"))
+    assert stdin.value is not None
+    return storage.open_read(stdin.value)
+
+
+def make_sinks(
+    message: CommandMessage, workspace: Workspace, cap_bytes: int
+) -> tuple[CapturedStream, CapturedStream]:
+    def sink(name: str) -> CapturedStream:
+        spec = getattr(message.command, name)
+        spool = workspace.streams / name if spec is not None and spec.type == "uri" else None
+        return CapturedStream(name, cap_bytes, spool)
+
+    return sink("stdout"), sink("stderr")
+
+
+@dataclass
+class ExecutionRequest:
+    job_id: str
+    message: CommandMessage
+    argv: list[str]
+    workspace: Workspace
+    env: dict[str, str]
+    stdin: IO[bytes] | None
+    stdout: CapturedStream
+    stderr: CapturedStream
+    timeout_s: float | None
+    should_stop: StopCheck
+
+
+@dataclass
+class ExecutionResult:
+    exit_code: int | None
+    stop_reason: str | None = None  # 'timeout', 'oom', 'canceled', 'shutdown', 'lease-lost'
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    kind: str
+
+    def check_message(self, message: CommandMessage) -> None:
+        """Raise InvalidMessage if this executor must refuse the message (e.g. image not allowed)."""
+
+    def path_mapper(self, workspace: Workspace) -> PathMapper:
+        """How a local path in the job dir is named to the command."""
+
+    def run(self, request: ExecutionRequest) -> ExecutionResult:
+        """Run to completion, timeout or stop; never raises for a failing command."""
+
+    def cleanup_stale(self, worker_ids: Sequence[str]) -> None:
+        """Remove what stopped workers with these ids (this one included) left behind."""
+
+
+def feed_stdin(
+    source: IO[bytes] | None, sink: Callable[[bytes], Any], close: Callable[[], Any]
+) -> threading.Thread:
+    """Copy stdin into the command in a thread, chunk by chunk, never whole in memory."""
+
+    def copy() -> None:
+        try:
+            if source is not None:
+                while chunk := source.read(CHUNK_BYTES):
+                    sink(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("command closed stdin early")
+        except Exception as exc:
+            logger.warning("stdin stream failed: %s", exc, extra={"action": "stdin"})
+        finally:
+            with contextlib.suppress(OSError):
+                close()
+            if source is not None:
+                source.close()
+
+    thread = threading.Thread(target=copy, name="stdin-feeder", daemon=True)
+    thread.start()
+    return thread

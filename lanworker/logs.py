@@ -1,0 +1,52 @@
+"""Log formatting, configured only by the CLI: JSON lines for machines, text for people."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+# The stable set of `extra` keys modules attach to records.
+EXTRA_KEYS = ("job_id", "action", "result")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in EXTRA_KEYS:
+            value = getattr(record, key, None)
+            if value is not None:
+                document[key] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        job_id = getattr(record, "job_id", None)
+        return f"{text} [job {job_id}]" if job_id else text
+
+
+def configure_logging(log_format: str | None, level: str) -> None:
+    chosen = log_format or ("text" if sys.stderr.isatty() else "json")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # boto's own chatter drowns job logs at INFO.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

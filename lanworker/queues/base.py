@@ -1,0 +1,65 @@
+"""The queue interface every backend implements: receive, delete, extend, release, send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int = 1
+    attributes: dict[str, str] = field(default_factory=dict)
+    first_received_at: float | None = None  # epoch seconds, when the backend knows it
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str
+    body: str
+    reason: str
+    receive_count: int
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class Queue(Protocol):
+    url: str
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
+    ) -> list[ReceivedMessage]:
+        """Up to max_messages, long-polling up to wait_time_s; each hidden for the timeout."""
+
+    def delete(self, message: ReceivedMessage) -> None:
+        """Remove a message for good; raises StaleReceipt if it is no longer ours."""
+
+    def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
+        """Hide the message for timeout_s from now (the heartbeat)."""
+
+    def release(self, message: ReceivedMessage) -> None:
+        """Make the message visible again at once, for another worker to take."""
+
+    def send(
+        self,
+        body: str,
+        attributes: dict[str, str] | None = None,
+        delay_s: int = 0,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """Enqueue a message and return its id."""
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """Move a message that can never succeed out of the way, keeping its body."""
+
+    def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Dead-lettered messages, oldest first."""
+
+    def redrive(self, limit: int) -> int:
+        """Move dead letters back onto the queue; returns how many moved."""
+
+    def check(self) -> None:
+        """Raise QueueUnreachable if the queue cannot be used."""

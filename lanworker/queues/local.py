@@ -1,0 +1,264 @@
+"""The embedded queue: a durable SQLite file with SQS semantics.
+
+Visibility timeouts, receive counts, receipt handles and a dead-letter table after
+`max_receives`, safe to share between worker and `submit` processes on one machine
+(SQLite's WAL mode and BEGIN IMMEDIATE serialise the writers).
+
+URL form: `local:PATH` or `local:PATH#QUEUE_NAME` (default name `jobs`). Several named
+queues (jobs, results, replies) can live in one file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lanworker.errors import QueueUnreachable, StaleReceipt
+from lanworker.queues.base import DeadLetter, ReceivedMessage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NAME = "jobs"
+POLL_MIN_S = 0.05
+POLL_MAX_S = 0.5
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    sent_at REAL NOT NULL,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    first_received_at REAL,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at, sent_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    reason TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    dead_lettered_at REAL NOT NULL
+);
+"""
+
+
+def parse_local_url(url: str) -> tuple[Path, str]:
+    rest = url[len("local:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    path, _, name = rest.partition("#")
+    return Path(os.path.expanduser(path)), name or DEFAULT_NAME
+
+
+class LocalQueue:
+    def __init__(self, url: str, max_receives: int = 5) -> None:
+        self.path, self.name = parse_local_url(url)
+        self.url = f"local:{self.path}#{self.name}"
+        self.max_receives = max_receives
+        self._local = threading.local()
+
+    def sibling(self, name: str) -> LocalQueue:
+        """Another named queue in the same file (results, replies)."""
+        return LocalQueue(f"local:{self.path}#{name}", self.max_receives)
+
+    # ----------------------------------------------------------------- plumbing
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.executescript(SCHEMA)
+            except (sqlite3.Error, OSError) as exc:
+                raise QueueUnreachable(f"cannot open local queue {self.path}: {exc}") from exc
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def check(self) -> None:
+        self._connection().execute("SELECT 1").fetchone()
+
+    # ----------------------------------------------------------------- interface
+    def send(
+        self,
+        body: str,
+        attributes: dict[str, str] | None = None,
+        delay_s: int = 0,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        message_id = str(uuid.uuid4())
+        now = time.time()
+        stored = dict(attributes or {})
+        if group_id:
+            stored["MessageGroupId"] = group_id
+        if deduplication_id:
+            stored["MessageDeduplicationId"] = deduplication_id
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, self.name, body, json.dumps(stored), now, now + max(0, delay_s)),
+            )
+        return message_id
+
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
+    ) -> list[ReceivedMessage]:
+        deadline = time.monotonic() + max(0.0, wait_time_s)
+        pause = POLL_MIN_S
+        while True:
+            received = self._receive_now(max_messages, visibility_timeout_s)
+            if received or time.monotonic() >= deadline:
+                return received
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX_S)
+
+    def _receive_now(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        now = time.time()
+        received: list[ReceivedMessage] = []
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, body, attributes, receive_count, first_received_at FROM messages "
+                "WHERE queue = ? AND visible_at <= ? ORDER BY sent_at LIMIT ?",
+                (self.name, now, max_messages * 2),
+            ).fetchall()
+            for message_id, body, attributes, count, first_received in rows:
+                if len(received) >= max_messages:
+                    break
+                if count >= self.max_receives:
+                    # The same rule as an SQS redrive policy: moved on the receive after the limit.
+                    self._move_to_dead_letters(
+                        db,
+                        message_id,
+                        f"received {count} times without completing (max_receives={self.max_receives})",
+                    )
+                    continue
+                receipt = f"{message_id}:{uuid.uuid4()}"
+                db.execute(
+                    "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, "
+                    "first_received_at = COALESCE(first_received_at, ?), receipt = ? WHERE id = ?",
+                    (now + visibility_timeout_s, now, receipt, message_id),
+                )
+                received.append(
+                    ReceivedMessage(
+                        message_id=message_id,
+                        receipt_handle=receipt,
+                        body=body,
+                        receive_count=count + 1,
+                        attributes=json.loads(attributes),
+                        first_received_at=first_received or now,
+                    )
+                )
+        return received
+
+    def _update_owned(self, message: ReceivedMessage, sql: str, parameters: tuple[object, ...]) -> None:
+        with self._transaction() as db:
+            cursor = db.execute(
+                sql + " WHERE id = ? AND receipt = ?",
+                (*parameters, message.message_id, message.receipt_handle),
+            )
+            if cursor.rowcount != 1:
+                raise StaleReceipt(
+                    f"message {message.message_id}: receipt is stale (received again elsewhere or gone)"
+                )
+
+    def delete(self, message: ReceivedMessage) -> None:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM messages WHERE id = ? AND receipt = ?",
+                (message.message_id, message.receipt_handle),
+            )
+            if cursor.rowcount != 1:
+                raise StaleReceipt(
+                    f"message {message.message_id}: receipt is stale (received again elsewhere or gone)"
+                )
+
+    def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
+        self._update_owned(message, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
+
+    def release(self, message: ReceivedMessage) -> None:
+        self._update_owned(message, "UPDATE messages SET visible_at = ?, receipt = NULL", (time.time(),))
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        with self._transaction() as db:
+            owned = db.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND receipt = ?",
+                (message.message_id, message.receipt_handle),
+            ).fetchone()
+            if owned is None:
+                raise StaleReceipt(
+                    f"message {message.message_id}: receipt is stale (received again elsewhere or gone)"
+                )
+            self._move_to_dead_letters(db, message.message_id, reason)
+
+    def _move_to_dead_letters(self, db: sqlite3.Connection, message_id: str, reason: str) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO dead_letters (id, queue, body, attributes, reason, receive_count, dead_lettered_at) "
+            "SELECT id, queue, body, attributes, ?, receive_count, ? FROM messages WHERE id = ?",
+            (reason, time.time(), message_id),
+        )
+        db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        logger.warning("message %s dead-lettered: %s", message_id, reason, extra={"action": "dead-letter"})
+
+    def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT id, body, reason, receive_count, attributes FROM dead_letters WHERE queue = ? "
+                "ORDER BY dead_lettered_at LIMIT ?",
+                (self.name, limit),
+            )
+            .fetchall()
+        )
+        return [DeadLetter(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+    def redrive(self, limit: int) -> int:
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, body, attributes FROM dead_letters WHERE queue = ? ORDER BY dead_lettered_at LIMIT ?",
+                (self.name, limit),
+            ).fetchall()
+            for message_id, body, attributes in rows:
+                db.execute(
+                    "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (message_id, self.name, body, attributes, now, now),
+                )
+                db.execute("DELETE FROM dead_letters WHERE id = ?", (message_id,))
+        return len(rows)
+
+    def counts(self) -> dict[str, int]:
+        """Visible, in-flight and dead-lettered message counts (for tests and the CLI)."""
+        db = self._connection()
+        now = time.time()
+        visible = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE queue = ? AND visible_at <= ?", (self.name, now)
+        ).fetchone()[0]
+        total = db.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (self.name,)).fetchone()[0]
+        dead = db.execute("SELECT COUNT(*) FROM dead_letters WHERE queue = ?", (self.name,)).fetchone()[0]
+        return {"visible": visible, "in_flight": total - visible, "dead_letters": dead}

@@ -1,0 +1,243 @@
+"""AWS SQS through boto3 (any endpoint boto3 is configured for, e.g. AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import boto3
+import botocore.config
+
+from lanworker.errors import (
+    QueueUnreachable,
+    StaleReceipt,
+    as_transient,
+    client_error_code,
+    is_transient,
+    retry_transient,
+)
+from lanworker.queues.base import DeadLetter, ReceivedMessage
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 10
+MAX_WAIT_S = 20
+REASON_ATTRIBUTE = "lanworker-dead-letter-reason"
+STALE_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+def _translate(exc: Exception, action: str, url: str) -> Exception:
+    code = client_error_code(exc)
+    if code in STALE_CODES:
+        return StaleReceipt(f"{action} on {url}: receipt no longer valid ({code})")
+    if code in MISSING_QUEUE_CODES:
+        return QueueUnreachable(f"{action} on {url}: queue does not exist")
+    if is_transient(exc):
+        return as_transient(exc, f"sqs {action} {url}")
+    return exc
+
+
+def make_sqs_client() -> Any:
+    return boto3.session.Session().client(
+        "sqs",
+        config=botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            # A long poll holds the connection up to 20 s; leave headroom.
+            read_timeout=MAX_WAIT_S + 10,
+            max_pool_connections=50,
+        ),
+    )
+
+
+def _attributes(raw: dict[str, Any]) -> dict[str, str]:
+    return {name: str(value.get("StringValue", "")) for name, value in raw.items() if "StringValue" in value}
+
+
+class SqsQueue:
+    def __init__(self, url: str, dead_letter_url: str | None = None, client: Any = None) -> None:
+        self.url = url
+        self.dead_letter_url = dead_letter_url
+        self.client = client if client is not None else make_sqs_client()
+        self.fifo = url.endswith(".fifo")
+
+    def check(self) -> None:
+        try:
+            attributes = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["RedrivePolicy"])
+        except Exception as exc:
+            raise QueueUnreachable(f"SQS queue {self.url} is not usable: {exc}") from exc
+        if not self.dead_letter_url and "RedrivePolicy" not in attributes.get("Attributes", {}):
+            logger.warning(
+                "queue %s has no redrive policy and no --dead-letter-queue was given: "
+                "invalid messages will be retried until they expire",
+                self.url,
+            )
+
+    @retry_transient()
+    def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
+    ) -> list[ReceivedMessage]:
+        try:
+            response = self.client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
+                WaitTimeSeconds=int(max(0, min(MAX_WAIT_S, wait_time_s))),
+                VisibilityTimeout=visibility_timeout_s,
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
+                MessageAttributeNames=["All"],
+            )
+        except Exception as exc:
+            raise _translate(exc, "receive", self.url) from exc
+        messages = []
+        for raw in response.get("Messages", []):
+            system = raw.get("Attributes", {})
+            first = system.get("ApproximateFirstReceiveTimestamp")
+            messages.append(
+                ReceivedMessage(
+                    message_id=raw["MessageId"],
+                    receipt_handle=raw["ReceiptHandle"],
+                    body=raw["Body"],
+                    receive_count=int(system.get("ApproximateReceiveCount", 1)),
+                    attributes=_attributes(raw.get("MessageAttributes", {})),
+                    first_received_at=int(first) / 1000.0 if first else None,
+                )
+            )
+        return messages
+
+    @retry_transient()
+    def delete(self, message: ReceivedMessage) -> None:
+        try:
+            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
+        except Exception as exc:
+            raise _translate(exc, "delete", self.url) from exc
+
+    @retry_transient(attempts=3, max_total_s=10.0)
+    def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=int(timeout_s)
+            )
+        except Exception as exc:
+            raise _translate(exc, "change visibility", self.url) from exc
+
+    def release(self, message: ReceivedMessage) -> None:
+        self.change_visibility(message, 0)
+
+    @retry_transient()
+    def send(
+        self,
+        body: str,
+        attributes: dict[str, str] | None = None,
+        delay_s: int = 0,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        request: dict[str, Any] = {"QueueUrl": self.url, "MessageBody": body}
+        if attributes:
+            request["MessageAttributes"] = {
+                name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+            }
+        if self.fifo:
+            # FIFO queues ignore per-message delays and require a group.
+            request["MessageGroupId"] = group_id or "lanworker"
+            request["MessageDeduplicationId"] = deduplication_id or str(uuid.uuid4())
+        elif delay_s:
+            request["DelaySeconds"] = int(min(900, max(0, delay_s)))
+        try:
+            response = self.client.send_message(**request)
+        except Exception as exc:
+            raise _translate(exc, "send", self.url) from exc
+        return str(response["MessageId"])
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        if self.dead_letter_url:
+            target = SqsQueue(self.dead_letter_url, client=self.client)
+            target.send(
+                message.body,
+                attributes={
+                    **message.attributes,
+                    REASON_ATTRIBUTE: reason[:1000],
+                    "lanworker-source-queue": self.url,
+                },
+            )
+            self.delete(message)
+            logger.warning(
+                "message %s sent to dead-letter queue %s: %s",
+                message.message_id,
+                self.dead_letter_url,
+                reason,
+                extra={"action": "dead-letter"},
+            )
+            return
+        # Without our own dead-letter queue the queue's redrive policy does the moving;
+        # releasing now gets it there after max receives instead of after many timeouts.
+        logger.warning(
+            "message %s is invalid (%s); released for the queue's redrive policy",
+            message.message_id,
+            reason,
+            extra={"action": "dead-letter"},
+        )
+        self.release(message)
+
+    def _dead_letter_queue(self) -> SqsQueue:
+        if self.dead_letter_url:
+            return SqsQueue(self.dead_letter_url, client=self.client)
+        try:
+            policy = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["RedrivePolicy"])
+        except Exception as exc:
+            raise _translate(exc, "get attributes", self.url) from exc
+        raw = policy.get("Attributes", {}).get("RedrivePolicy")
+        if not raw:
+            raise QueueUnreachable(
+                f"{self.url} has no dead-letter queue (no --dead-letter-queue, no redrive policy)"
+            )
+        arn = json.loads(raw)["deadLetterTargetArn"]
+        name = arn.rsplit(":", 1)[-1]
+        url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        return SqsQueue(url, client=self.client)
+
+    def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Peeks: messages are received with a short timeout and made visible again."""
+        dead_letters = self._dead_letter_queue()
+        seen: dict[str, DeadLetter] = {}
+        while len(seen) < limit:
+            batch = dead_letters.receive(min(MAX_BATCH, limit - len(seen)), 1, 30)
+            if not batch:
+                break
+            for message in batch:
+                seen.setdefault(
+                    message.message_id,
+                    DeadLetter(
+                        message.message_id,
+                        message.body,
+                        message.attributes.get(REASON_ATTRIBUTE, "(moved by redrive policy)"),
+                        message.receive_count,
+                        message.attributes,
+                    ),
+                )
+                dead_letters.release(message)
+        return list(seen.values())
+
+    def redrive(self, limit: int) -> int:
+        dead_letters = self._dead_letter_queue()
+        moved = 0
+        while moved < limit:
+            batch = dead_letters.receive(min(MAX_BATCH, limit - moved), 1, 60)
+            if not batch:
+                break
+            for message in batch:
+                attributes = {k: v for k, v in message.attributes.items() if k != REASON_ATTRIBUTE}
+                self.send(message.body, attributes=attributes)
+                dead_letters.delete(message)
+                moved += 1
+        return moved

@@ -1,0 +1,378 @@
+"""Object storage behind one small API: s3:// through boto3, file:// and paths, http(s):// read-only.
+
+Every transfer computes sha256 and md5 of the bytes as they pass, because an S3 ETag is
+not an MD5 for multipart objects and a second read of a large file is wasted I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import smart_open
+from boto3.s3.transfer import TransferConfig
+
+from lanworker.errors import (
+    JobFailed,
+    TransientError,
+    as_transient,
+    client_error_code,
+    is_transient,
+    retry_transient,
+)
+from lanworker.messages import uri_scheme
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+PROGRESS_INTERVAL_S = 10.0
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+DENIED_CODES = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId"})
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    uri: str
+    size: int
+    sha256: str
+    md5: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "size": self.size, "sha256": self.sha256, "md5": self.md5}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        rest = uri[len("s3://") :]
+        bucket, _, key = rest.partition("/")
+        return cls(bucket=bucket, key=key)
+
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path of a file:// URI or plain path."""
+    if uri.startswith("file://"):
+        parts = urlsplit(uri)
+        return Path(
+            unquote(parts.netloc + parts.path)
+            if parts.netloc not in ("", "localhost")
+            else unquote(parts.path)
+        )
+    return Path(uri)
+
+
+class _Progress:
+    """Logs bytes and rate of a long transfer at a steady interval, not per chunk."""
+
+    def __init__(self, action: str, uri: str) -> None:
+        self.action = action
+        self.uri = uri
+        self.started = time.monotonic()
+        self.last_report = self.started
+        self.bytes = 0
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+        now = time.monotonic()
+        if now - self.last_report >= PROGRESS_INTERVAL_S:
+            self.last_report = now
+            rate = self.bytes / max(now - self.started, 1e-6)
+            logger.info(
+                "%s %s: %d bytes so far, %.1f MB/s",
+                self.action,
+                self.uri,
+                self.bytes,
+                rate / 1e6,
+                extra={"action": self.action},
+            )
+
+
+class HashingReader:
+    """A read-only, deliberately non-seekable view that hashes what passes through.
+
+    Being non-seekable makes s3transfer read it sequentially, so the digest is right.
+    """
+
+    def __init__(self, raw: IO[bytes], progress: _Progress | None = None) -> None:
+        self._raw = raw
+        self._progress = progress
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._consume(data)
+        return data
+
+    def _consume(self, data: bytes) -> None:
+        if data:
+            self.sha256.update(data)
+            self.md5.update(data)
+            self.size += len(data)
+            if self._progress:
+                self._progress.add(len(data))
+
+    def record(self, uri: str) -> TransferRecord:
+        return TransferRecord(uri, self.size, self.sha256.hexdigest(), self.md5.hexdigest())
+
+
+class HashingWriter(HashingReader):
+    """A write-only, non-seekable sink that hashes; s3transfer then writes parts in order."""
+
+    def __init__(self, raw: IO[bytes], progress: _Progress | None = None) -> None:
+        super().__init__(raw, progress)
+
+    def read(self, size: int = -1) -> bytes:  # pragma: no cover - a writer is never read
+        raise OSError("HashingWriter is write-only")
+
+    def write(self, data: bytes) -> int:
+        self._raw.write(data)
+        self._consume(bytes(data))
+        return len(data)
+
+
+class Storage:
+    """Thread-safe: one instance is shared by all jobs of a worker."""
+
+    def __init__(self, transfer_concurrency: int = 8, multipart_threshold_mb: int = 16) -> None:
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold_mb * 1024 * 1024,
+            multipart_chunksize=multipart_threshold_mb * 1024 * 1024,
+            max_concurrency=transfer_concurrency,
+        )
+        self._pool_size = max(10, transfer_concurrency * 4)
+
+    @property
+    def s3(self) -> Any:
+        # Lazy so that a worker with only file:// jobs never needs AWS configuration.
+        with self._lock:
+            if self._client is None:
+                self._client = boto3.session.Session().client(
+                    "s3",
+                    config=botocore.config.Config(
+                        retries={"mode": "standard", "max_attempts": 3},
+                        connect_timeout=5,
+                        read_timeout=60,
+                        max_pool_connections=self._pool_size,
+                    ),
+                )
+            return self._client
+
+    # ----------------------------------------------------------------- listing
+    def list_prefix(self, uri: str) -> list[str]:
+        """Every object whose key starts with the URI's key, as URIs, paginated."""
+        scheme = uri_scheme(uri)
+        if scheme == "s3":
+            return self._s3_list(S3Location.parse(uri))
+        if scheme == "file":
+            return self._local_list(uri)
+        raise JobFailed(f"cannot list '{uri}': listing is supported for s3:// and local paths only")
+
+    @retry_transient()
+    def _s3_list(self, location: S3Location) -> list[str]:
+        uris: list[str] = []
+        try:
+            paginator = self.s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=location.bucket, Prefix=location.key):
+                for item in page.get("Contents", []):
+                    uris.append(f"s3://{location.bucket}/{item['Key']}")
+        except Exception as exc:
+            raise self._translate(exc, "list", location.uri()) from exc
+        return uris
+
+    def _local_list(self, uri: str) -> list[str]:
+        prefix = str(local_path(uri))
+        base = Path(prefix if prefix.endswith("/") else os.path.dirname(prefix) or ".")
+        if not base.is_dir():
+            return []
+        found: list[str] = []
+        for root, dirs, files in os.walk(base):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if path.startswith(prefix) and not os.path.islink(path):
+                    found.append(("file://" + path) if uri.startswith("file://") else path)
+        return found
+
+    # ----------------------------------------------------------------- transfers
+    def download(self, uri: str, destination: Path) -> TransferRecord:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        scheme = uri_scheme(uri)
+        if scheme == "s3":
+            return self._s3_download(uri, destination)
+        return self._stream_download(uri, destination)
+
+    @retry_transient()
+    def _s3_download(self, uri: str, destination: Path) -> TransferRecord:
+        location = S3Location.parse(uri)
+        try:
+            with destination.open("wb") as handle:
+                writer = HashingWriter(handle, _Progress("download", uri))
+                self.s3.download_fileobj(location.bucket, location.key, writer, Config=self._transfer_config)
+        except Exception as exc:
+            raise self._translate(exc, "download", uri) from exc
+        return writer.record(uri)
+
+    @retry_transient()
+    def _stream_download(self, uri: str, destination: Path) -> TransferRecord:
+        try:
+            with self.open_read(uri) as source, destination.open("wb") as handle:
+                writer = HashingWriter(handle, _Progress("download", uri))
+                shutil.copyfileobj(source, writer, CHUNK_BYTES)  # type: ignore[misc]
+        except (JobFailed, TransientError):
+            raise
+        except Exception as exc:
+            raise self._translate(exc, "download", uri) from exc
+        return writer.record(uri)
+
+    def upload(self, source: Path, uri: str) -> TransferRecord:
+        scheme = uri_scheme(uri)
+        if scheme == "s3":
+            return self._s3_upload(source, uri)
+        if scheme == "file":
+            return self._local_upload(source, uri)
+        raise JobFailed(f"cannot upload to '{uri}': only s3:// and local paths are writable")
+
+    @retry_transient()
+    def _s3_upload(self, source: Path, uri: str) -> TransferRecord:
+        location = S3Location.parse(uri)
+        try:
+            # s3transfer aborts the multipart upload when a part fails, so a failed
+            # upload never leaves a partial object at the final key.
+            with source.open("rb") as handle:
+                reader = HashingReader(handle, _Progress("upload", uri))
+                self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._transfer_config)
+        except Exception as exc:
+            raise self._translate(exc, "upload", uri) from exc
+        return reader.record(uri)
+
+    def _local_upload(self, source: Path, uri: str) -> TransferRecord:
+        target = local_path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Written to a temporary sibling and renamed, so readers never see half a file.
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
+                reader = HashingReader(src, _Progress("upload", uri))
+                shutil.copyfileobj(reader, dst, CHUNK_BYTES)  # type: ignore[misc]
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return reader.record(uri)
+
+    # ----------------------------------------------------------------- small objects
+    def open_read(self, uri: str) -> BinaryIO:
+        """A streaming reader; the object is never held whole in memory."""
+        scheme = uri_scheme(uri)
+        try:
+            if scheme == "s3":
+                location = S3Location.parse(uri)
+                response = self.s3.get_object(Bucket=location.bucket, Key=location.key)
+                body: BinaryIO = response["Body"]
+                return body
+            if scheme == "file":
+                return local_path(uri).open("rb")
+            stream: BinaryIO = smart_open.open(uri, "rb", compression="disable")
+            return stream
+        except Exception as exc:
+            raise self._translate(exc, "read", uri) from exc
+
+    def read_bytes(self, uri: str) -> bytes:
+        with self.open_read(uri) as stream:
+            return stream.read()
+
+    @retry_transient()
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        scheme = uri_scheme(uri)
+        try:
+            if scheme == "s3":
+                location = S3Location.parse(uri)
+                self.s3.put_object(Bucket=location.bucket, Key=location.key, Body=data)
+                return
+            target = local_path(uri)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.part")
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        except Exception as exc:
+            raise self._translate(exc, "write", uri) from exc
+
+    @retry_transient()
+    def exists(self, uri: str) -> bool:
+        scheme = uri_scheme(uri)
+        if scheme != "s3":
+            return local_path(uri).exists()
+        location = S3Location.parse(uri)
+        try:
+            self.s3.head_object(Bucket=location.bucket, Key=location.key)
+            return True
+        except Exception as exc:
+            if client_error_code(exc) in NOT_FOUND_CODES:
+                return False
+            raise self._translate(exc, "stat", uri) from exc
+
+    @retry_transient()
+    def delete(self, uri: str) -> None:
+        scheme = uri_scheme(uri)
+        if scheme != "s3":
+            with contextlib.suppress(OSError):
+                local_path(uri).unlink()
+            return
+        location = S3Location.parse(uri)
+        try:
+            self.s3.delete_object(Bucket=location.bucket, Key=location.key)
+        except Exception as exc:
+            raise self._translate(exc, "delete", uri) from exc
+
+    # ----------------------------------------------------------------- errors
+    @staticmethod
+    def _translate(exc: BaseException, action: str, uri: str) -> Exception:
+        """Map a low-level failure to what the worker must do about it."""
+        if isinstance(exc, (JobFailed, TransientError)):
+            return exc
+        if isinstance(exc, FileNotFoundError):
+            return JobFailed(f"{action} {uri}: not found", reason="missing-object")
+        code = client_error_code(exc)
+        if code in NOT_FOUND_CODES:
+            return JobFailed(f"{action} {uri}: object or bucket not found ({code})", reason="missing-object")
+        if code in DENIED_CODES:
+            return JobFailed(f"{action} {uri}: access denied ({code})", reason="access-denied")
+        if is_transient(exc) or isinstance(exc, botocore.exceptions.BotoCoreError):
+            return as_transient(exc, f"{action} {uri}")
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404:
+            return JobFailed(f"{action} {uri}: not found (HTTP 404)", reason="missing-object")
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+            return JobFailed(f"{action} {uri}: {exc}", reason="io-error")
+        return JobFailed(f"{action} {uri}: {type(exc).__name__}: {exc}", reason="storage-error")
+
+
+def iter_chunks(stream: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk

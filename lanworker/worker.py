@@ -1,0 +1,294 @@
+"""The worker loop: receive, run jobs concurrently under a heartbeat, report, then delete.
+
+Ordering rule: a message leaves the queue only after its result was delivered, or it was
+dead-lettered. Anything that goes wrong before that releases the message (or, with a
+lost lease, leaves it alone) so it is delivered again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import IO
+
+from lanworker.config import WorkerConfig
+from lanworker.errors import QueueUnreachable, StaleReceipt, TransientError
+from lanworker.executors.base import Executor
+from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, JobRunner, Outcome
+from lanworker.queues import Queue, ReceivedMessage
+from lanworker.results import EventPublisher, ResultReporter
+from lanworker.staging import remove_tree
+
+logger = logging.getLogger(__name__)
+
+RECEIVE_BACKOFF_MAX_S = 30.0
+ONCE_WAIT_S = 1
+
+
+class Lease:
+    """Keeps one message hidden while its job runs, and says when the job must stop.
+
+    The heartbeat extends visibility every interval. If extending fails for longer than
+    the visibility that remains, another worker may already have the message: the job
+    is told 'lease-lost' and the worker must not upload or delete with that receipt.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        message: ReceivedMessage,
+        config: WorkerConfig,
+        shutdown: threading.Event,
+    ) -> None:
+        self.queue = queue
+        self.message = message
+        self.config = config
+        self.shutdown = shutdown
+        self.job_id = message.message_id
+        self.received_at = time.monotonic()
+        self.first_received_at = message.first_received_at or time.time()
+        self.hidden_until = time.monotonic() + config.visibility_timeout_s
+        self._reason: str | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{message.message_id[:8]}", daemon=True
+        )
+        self.heartbeat_failures = 0
+
+    def start(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def should_stop(self) -> str | None:
+        if self._reason is not None:
+            return self._reason
+        if self.shutdown.is_set():
+            return "shutdown"
+        return None
+
+    def _beat(self) -> None:
+        interval = self.config.effective_heartbeat_s
+        while not self._stopped.wait(interval):
+            if time.time() - self.first_received_at >= self.config.max_job_runtime_s:
+                self._reason = self._reason or "max-runtime"
+            try:
+                self.queue.change_visibility(self.message, self.config.visibility_timeout_s)
+                self.hidden_until = time.monotonic() + self.config.visibility_timeout_s
+            except StaleReceipt as exc:
+                self.heartbeat_failures += 1
+                logger.error("heartbeat: %s", exc, extra={"job_id": self.job_id, "action": "heartbeat"})
+                self._reason = "lease-lost"
+                return
+            except Exception as exc:
+                self.heartbeat_failures += 1
+                remaining = self.hidden_until - time.monotonic()
+                logger.warning(
+                    "heartbeat failed (%.0f s of visibility left): %s",
+                    remaining,
+                    exc,
+                    extra={"job_id": self.job_id, "action": "heartbeat"},
+                )
+                if remaining <= interval:
+                    self._reason = "lease-lost"
+                    return
+
+
+class Worker:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        queue: Queue,
+        runner: JobRunner,
+        reporter: ResultReporter,
+        events: EventPublisher,
+        executor: Executor,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.runner = runner
+        self.reporter = reporter
+        self.events = events
+        self.executor = executor
+        self.shutdown = threading.Event()  # stop receiving; let jobs finish
+        self.force = threading.Event()  # stop jobs now
+        self.jobs_stop = threading.Event()  # set when the grace period is over
+        self.last_receive_at = time.monotonic()
+        self.in_flight = 0
+        self._counter_lock = threading.Lock()
+        self.completed = 0
+        self._lock_file: IO[str] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def request_shutdown(self) -> None:
+        """First call: graceful. Second call: force. Safe to call from a signal handler."""
+        if self.shutdown.is_set():
+            self.force.set()
+        self.shutdown.set()
+
+    def run(self) -> None:
+        self.queue.check()
+        self._claim_work_root()
+        try:
+            self._loop()
+        finally:
+            self._release_work_root()
+
+    def _claim_work_root(self) -> None:
+        """Lock our own work dir and clean up after workers that died without cleaning."""
+        root = self.config.work_root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (root / f"{self.config.worker_id}.lock").open("w")
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        dead = [self.config.worker_id]
+        for lock_path in root.glob("*.lock"):
+            worker_id = lock_path.stem
+            if worker_id == self.config.worker_id:
+                continue
+            with lock_path.open("a") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # that worker is alive
+                dead.append(worker_id)
+                remove_tree(root / worker_id)
+                lock_path.unlink(missing_ok=True)
+        remove_tree(root / self.config.worker_id)
+        if len(dead) > 1:
+            logger.info(
+                "removed work dirs of stopped workers: %s", ", ".join(dead[1:]), extra={"action": "cleanup"}
+            )
+        self.executor.cleanup_stale(dead)
+
+    def _release_work_root(self) -> None:
+        if self._lock_file is not None:
+            remove_tree(self.config.work_root / self.config.worker_id)
+            Path(self._lock_file.name).unlink(missing_ok=True)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ----------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        config = self.config
+        futures: set[Future[None]] = set()
+        backoff_s = 1.0
+        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="job") as pool:
+            while not self.shutdown.is_set():
+                futures = {f for f in futures if not f.done()}
+                free = config.concurrency - len(futures)
+                if free <= 0:
+                    wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                    self.last_receive_at = time.monotonic()  # busy is not stalled
+                    continue
+                try:
+                    messages = self.queue.receive(
+                        min(free, 10),
+                        min(config.wait_time_s, ONCE_WAIT_S) if config.once else config.wait_time_s,
+                        config.visibility_timeout_s,
+                    )
+                    backoff_s = 1.0
+                except (TransientError, QueueUnreachable) as exc:
+                    logger.error(
+                        "receive failed, retrying in %.0f s: %s", backoff_s, exc, extra={"action": "receive"}
+                    )
+                    self.shutdown.wait(backoff_s)
+                    backoff_s = min(backoff_s * 2, RECEIVE_BACKOFF_MAX_S)
+                    continue
+                self.last_receive_at = time.monotonic()
+                if self.shutdown.is_set():
+                    # A long poll that returns after the signal: hand these straight back.
+                    for message in messages:
+                        self._safely(self.queue.release, message, "release")
+                    break
+                for message in messages:
+                    futures.add(pool.submit(self._process, message))
+                if config.once and not messages:
+                    if not futures:
+                        break
+                    wait(futures, return_when=FIRST_COMPLETED)
+            self._drain(futures)
+
+    def _drain(self, futures: set[Future[None]]) -> None:
+        pending = {f for f in futures if not f.done()}
+        if not pending:
+            return
+        logger.info(
+            "waiting up to %.0f s for %d running job(s) to finish",
+            self.config.grace_period_s,
+            len(pending),
+            extra={"action": "shutdown"},
+        )
+        deadline = time.monotonic() + self.config.grace_period_s
+        while pending and not self.force.is_set() and time.monotonic() < deadline:
+            _, pending = wait(pending, timeout=0.2)
+        if pending:
+            logger.warning(
+                "stopping %d job(s) and releasing their messages", len(pending), extra={"action": "shutdown"}
+            )
+            self.jobs_stop.set()
+            wait(pending)
+
+    # ----------------------------------------------------------------- one message
+    def _process(self, message: ReceivedMessage) -> None:
+        with self._counter_lock:
+            self.in_flight += 1
+        lease = Lease(self.queue, message, self.config, self.jobs_stop).start()
+        try:
+            outcome = self.runner.run(message, lease.should_stop)
+        except Exception:
+            logger.exception(
+                "unexpected error in job %s; releasing it", message.message_id, extra={"action": "error"}
+            )
+            outcome = Outcome(RELEASE)
+        finally:
+            lease.stop()
+            with self._counter_lock:
+                self.in_flight -= 1
+        if lease.should_stop() == "lease-lost":
+            outcome = Outcome(ABANDON)
+        self._settle(message, outcome)
+
+    def _settle(self, message: ReceivedMessage, outcome: Outcome) -> None:
+        """Report, then delete or dead-letter; on any failure give the message back."""
+        job_id = outcome.result.job_id if outcome.result else message.message_id
+        if outcome.action == ABANDON:
+            return
+        if outcome.action == RELEASE:
+            self._safely(self.queue.release, message, "release")
+            return
+        try:
+            if outcome.requeue_body is not None:
+                self.queue.send(outcome.requeue_body, delay_s=outcome.requeue_delay_s)
+            if outcome.result is not None:
+                self.reporter.report(outcome.result, outcome.reply_to)
+        except Exception as exc:
+            logger.error(
+                "could not deliver the result of %s, releasing the message: %s",
+                job_id,
+                exc,
+                extra={"job_id": job_id, "action": "released"},
+            )
+            self._safely(self.queue.release, message, "release")
+            return
+        if outcome.action == DEAD_LETTER:
+            reason = outcome.result.error if outcome.result and outcome.result.error else "invalid message"
+            if self._safely(self.queue.dead_letter, message, "dead-letter", reason):
+                self.events.publish(job_id, "dead-lettered", reason=reason)
+        elif outcome.action == DELETE and self._safely(self.queue.delete, message, "delete"):
+            self.completed += 1
+
+    def _safely(self, operation: object, message: ReceivedMessage, what: str, *args: object) -> bool:
+        try:
+            operation(message, *args)  # type: ignore[operator]
+            return True
+        except Exception as exc:
+            # The message will come back after its visibility timeout; nothing is lost.
+            logger.error("%s of message %s failed: %s", what, message.message_id, exc, extra={"action": what})
+            return False

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lanworker.config import build_config
+from lanworker.errors import ConfigError
+
+NATIVE = {"mode": "native", "base_command": ("true",)}
+
+
+def test_flags_beat_environment_beat_defaults() -> None:
+    env = {
+        "LANWORKER_CONCURRENCY": "4",
+        "LANWORKER_VISIBILITY_TIMEOUT_S": "90",
+        "LANWORKER_QUEUE": "local:/q.db",
+    }
+    config = build_config({**NATIVE, "concurrency": 2}, env)
+    assert config.concurrency == 2
+    assert config.visibility_timeout_s == 90
+    assert config.queue_url == "local:/q.db"
+    assert config.wait_time_s == 20
+
+
+def test_environment_types_are_converted() -> None:
+    env = {
+        "LANWORKER_KEEP_WORKDIR": "yes",
+        "LANWORKER_ALLOW_IMAGES": "busybox:*, alpine",
+        "LANWORKER_WORK_ROOT": "/srv/work",
+        "LANWORKER_DEFAULT_TIMEOUT_S": "2.5",
+    }
+    config = build_config({"mode": "docker"}, env)
+    assert config.keep_workdir is True
+    assert config.allow_images == ("busybox:*", "alpine")
+    assert config.work_root == Path("/srv/work")
+    assert config.default_timeout_s == 2.5
+
+
+def test_frozen() -> None:
+    config = build_config(NATIVE, {})
+    with pytest.raises(AttributeError):
+        config.concurrency = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "flags, env, fragment",
+    [
+        ({"mode": "native"}, {}, "needs a command"),
+        ({"mode": "docker"}, {}, "allowlist"),
+        (NATIVE, {"LANWORKER_CONCURRENCY": "many"}, "LANWORKER_CONCURRENCY"),
+        ({**NATIVE, "wait_time_s": 30}, {}, "wait_time_s"),
+        ({**NATIVE, "heartbeat_interval_s": 400.0}, {}, "heartbeat"),
+    ],
+)
+def test_bad_configuration_is_a_config_error(flags: dict, env: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        build_config(flags, env)
+
+
+def test_local_files_default_follows_queue_kind() -> None:
+    assert build_config(NATIVE, {}).local_files_allowed
+    sqs = build_config({**NATIVE, "queue_url": "https://sqs.us-east-1.amazonaws.com/1/q"}, {})
+    assert not sqs.local_files_allowed

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from lanworker.errors import StaleReceipt
+from lanworker.queues import LocalQueue
+
+QueueFactory = Callable[..., LocalQueue]
+
+
+def test_send_receive_delete(local_queue_factory: QueueFactory) -> None:
+    queue = local_queue_factory()
+    message_id = queue.send("hello", attributes={"k": "v"})
+    [message] = queue.receive(10, 0, 30)
+    assert (message.message_id, message.body, message.receive_count) == (message_id, "hello", 1)
+    assert message.attributes == {"k": "v"}
+    assert queue.receive(10, 0, 30) == []  # hidden while in flight
+    queue.delete(message)
+    assert queue.counts() == {"visible": 0, "in_flight": 0, "dead_letters": 0}
+
+
+def test_visibility_timeout_redelivers_and_stale_receipt_is_refused(
+    local_queue_factory: QueueFactory,
+) -> None:
+    queue = local_queue_factory()
+    queue.send("x")
+    [first] = queue.receive(1, 0, 1)
+    time.sleep(1.1)
+    [second] = queue.receive(1, 0, 30)
+    assert second.receive_count == 2
+    with pytest.raises(StaleReceipt):
+        queue.delete(first)
+    with pytest.raises(StaleReceipt):
+        queue.change_visibility(first, 30)
+    queue.delete(second)
+
+
+def test_release_makes_visible_at_once(local_queue_factory: QueueFactory) -> None:
+    queue = local_queue_factory()
+    queue.send("x")
+    [message] = queue.receive(1, 0, 300)
+    queue.release(message)
+    assert len(queue.receive(1, 0, 300)) == 1
+
+
+def test_max_receives_moves_to_dead_letters_with_body(local_queue_factory: QueueFactory) -> None:
+    queue = local_queue_factory(max_receives=2)
+    queue.send('{"body": "intact"}')
+    for _ in range(2):
+        [message] = queue.receive(1, 0, 30)
+        queue.release(message)
+    assert queue.receive(1, 0, 30) == []
+    [letter] = queue.list_dead_letters(10)
+    assert letter.body == '{"body": "intact"}' and "max_receives=2" in letter.reason
+    assert queue.redrive(10) == 1
+    assert queue.receive(1, 0, 30)[0].body == '{"body": "intact"}'
+
+
+def test_explicit_dead_letter_keeps_reason(local_queue_factory: QueueFactory) -> None:
+    queue = local_queue_factory()
+    queue.send("not json")
+    [message] = queue.receive(1, 0, 30)
+    queue.dead_letter(message, "message is not valid JSON")
+    assert queue.list_dead_letters(10)[0].reason == "message is not valid JSON"
+
+
+def test_named_queues_share_a_file_but_not_messages(local_queue_factory: QueueFactory) -> None:
+    jobs, results = local_queue_factory("jobs"), local_queue_factory("results")
+    jobs.send("job")
+    assert results.receive(10, 0, 30) == []
+    assert jobs.sibling("results").url == results.url
+
+
+def test_delay_and_long_poll(local_queue_factory: QueueFactory) -> None:
+    queue = local_queue_factory()
+    queue.send("later", delay_s=1)
+    assert queue.receive(1, 0, 30) == []
+    started = time.monotonic()
+    assert len(queue.receive(1, 3, 30)) == 1
+    assert time.monotonic() - started < 3
+
+
+def test_two_connections_never_receive_the_same_message(local_queue_factory: QueueFactory) -> None:
+    first, second = local_queue_factory(), local_queue_factory()
+    for index in range(50):
+        first.send(str(index))
+    seen = [m.body for _ in range(10) for q in (first, second) for m in q.receive(3, 0, 60)]
+    assert sorted(seen, key=int) == [str(i) for i in range(50)]

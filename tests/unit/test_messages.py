@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lanworker import messages
+from lanworker.errors import InvalidMessage
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "seed-message.json"
+
+
+def seed() -> dict:
+    return json.loads(SEED.read_text())
+
+
+def test_seed_example_validates_and_parses_in_order() -> None:
+    message = messages.parse(SEED.read_text())
+    assert message.service == "my_service"
+    assert [a.type for a in message.command.arguments] == ["input", "parameter", "output"]
+    assert message.command.arguments[0].name == "--infile"
+    assert message.command.stdin is not None and message.command.stdin.value == "raw input data"
+    assert message.command.input == ("s3://bucket/path/to/some/input",)
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"command": {}}', "'service' is a required property"),
+        ('{"service": "s"}', "'command' is a required property"),
+    ],
+)
+def test_malformed_messages_are_invalid(body: str, fragment: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        messages.parse(body)
+    assert fragment in str(caught.value)
+
+
+def test_unknown_argument_type_names_its_json_path() -> None:
+    document = seed()
+    document["command"]["arguments"][1]["type"] = "flag"
+    problems = messages.validate_document(document)
+    assert any(p.startswith("$.command.arguments[1].type:") and "'flag' is not one of" in p for p in problems)
+
+
+def test_unknown_top_level_field_is_rejected() -> None:
+    document = seed()
+    document["argumnets"] = []
+    assert any("argumnets" in p for p in messages.validate_document(document))
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/file", "gs://bucket/key", "s3:///no-bucket"])
+def test_unsupported_input_schemes_are_invalid(uri: str) -> None:
+    document = seed()
+    document["command"]["arguments"][0]["value"] = uri
+    problems = messages.validate_document(document)
+    assert problems and problems[0].startswith("$.command.arguments[0].value:")
+
+
+def test_http_is_readable_but_not_writable() -> None:
+    document = seed()
+    document["command"]["arguments"][0]["value"] = "https://example.invalid/input.txt"
+    assert messages.validate_document(document) == []
+    document["command"]["arguments"][2]["value"] = "https://example.invalid/output.txt"
+    assert "not supported for an output" in messages.validate_document(document)[0]
+
+
+def test_test_message_needs_no_command() -> None:
+    message = messages.parse('{"test": true, "service": "s"}')
+    assert message.test
+
+
+def test_env_names_are_validated() -> None:
+    document = seed()
+    document["env"] = {"GOOD_NAME": "1", "bad-name": "2"}
+    assert any("bad-name" in p for p in messages.validate_document(document))
+
+
+def test_pipe_sink_value_must_be_null() -> None:
+    document = seed()
+    document["command"]["stdout"] = {"type": "pipe", "value": "something"}
+    assert any(p.startswith("$.command.stdout.value") for p in messages.validate_document(document))
+
+
+def test_parameter_values_become_strings_and_bare_flags_have_none() -> None:
+    document = {
+        "service": "s",
+        "command": {
+            "arguments": [
+                {"type": "parameter", "name": "--n", "value": 3},
+                {"type": "parameter", "name": "--verbose"},
+                {"type": "parameter", "value": True},
+            ]
+        },
+    }
+    arguments = messages.from_document(document).command.arguments
+    assert [a.value for a in arguments] == ["3", None, "true"]
+
+
+def test_oversized_message_is_invalid() -> None:
+    with pytest.raises(InvalidMessage, match="limit"):
+        messages.parse(b'{"service": "' + b"x" * (messages.MAX_MESSAGE_BYTES + 1) + b'"}')

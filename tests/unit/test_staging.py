@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lanworker import messages
+from lanworker.errors import InvalidMessage, JobFailed
+from lanworker.staging import Workspace, collect_uploads, safe_relative, stage_inputs
+from lanworker.storage import Storage
+
+
+@pytest.mark.parametrize(
+    "key", ["../x", "a/../../x", "..", "/etc/passwd", "a//b", "a\\..\\b", "./a", "", "a/\x00"]
+)
+def test_hostile_keys_are_rejected(key: str) -> None:
+    with pytest.raises(InvalidMessage):
+        safe_relative(key, "test")
+
+
+@pytest.mark.parametrize("key", ["a", "a/b/c.txt", "with space/ünïcode+plus%20.txt", "dir/"])
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert str(safe_relative(key, "test")) == key.rstrip("/")
+
+
+def make_workspace(tmp_path: Path) -> Workspace:
+    workspace = Workspace(tmp_path / "job", allow_local_files=True)
+    workspace.create()
+    return workspace
+
+
+def test_s3_uris_mirror_bucket_and_key(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    assert (
+        workspace.input_path("s3://bucket/path/to/poly.shp", "t")
+        == workspace.inputs / "s3/bucket/path/to/poly.shp"
+    )
+    assert workspace.output_path("s3://bucket/out/x", "t") == workspace.outputs / "s3/bucket/out/x"
+
+
+def test_planted_symlink_cannot_redirect_staging(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (workspace.inputs / "s3").mkdir()
+    os.symlink(outside, workspace.inputs / "s3" / "bucket")
+    with pytest.raises(InvalidMessage, match="outside the job dir"):
+        workspace.input_path("s3://bucket/evil.txt", "t")
+
+
+def test_local_files_can_be_disabled(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path / "job", allow_local_files=False)
+    with pytest.raises(InvalidMessage, match="disabled"):
+        workspace.input_path("/etc/passwd", "t")
+
+
+def test_stage_local_inputs_sidecars_and_outputs(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    (source / "poly.shp").write_text("shp")
+    (source / "poly.dbf").write_text("dbf")
+    (source / "polygon.txt").write_text("also matches the plain prefix")
+    (source / "other.txt").write_text("not staged")
+    document = {
+        "service": "s",
+        "command": {
+            "arguments": [
+                {"type": "input", "name": "--in", "value": f"file://{source}/poly.shp"},
+                {"type": "parameter", "name": "--flag"},
+                {"type": "output", "value": str(tmp_path / "results" / "out.txt")},
+            ],
+            "input": [f"file://{source}/poly"],
+        },
+    }
+    workspace = make_workspace(tmp_path)
+    staged = stage_inputs(messages.from_document(document), workspace, Storage(), 4)
+    local_input = Path(staged.argv[1])
+    assert staged.argv[0] == "--in" and staged.argv[2] == "--flag"
+    assert sorted(p.name for p in local_input.parent.iterdir()) == ["poly.dbf", "poly.shp", "polygon.txt"]
+    assert {r.size for r in staged.downloads} == {3, 29}
+    Path(staged.argv[3]).write_text("result")
+    pairs = collect_uploads(staged)
+    assert pairs == [(Path(staged.argv[3]), str(tmp_path / "results" / "out.txt"))]
+
+
+def test_missing_output_and_symlinked_output_fail(tmp_path: Path) -> None:
+    document = {
+        "service": "s",
+        "command": {"arguments": [{"type": "output", "value": "s3://bucket/out.txt"}]},
+    }
+    workspace = make_workspace(tmp_path)
+    staged = stage_inputs(messages.from_document(document), workspace, Storage(), 1)
+    with pytest.raises(JobFailed, match="not produced"):
+        collect_uploads(staged)
+    os.symlink("/etc/passwd", staged.argv[0])
+    with pytest.raises(JobFailed, match="symlink"):
+        collect_uploads(staged)
+
+
+def test_missing_local_input_is_a_job_failure(tmp_path: Path) -> None:
+    document = {
+        "service": "s",
+        "command": {"arguments": [{"type": "input", "value": str(tmp_path / "nope.txt")}]},
+    }
+    with pytest.raises(JobFailed, match="not found"):
+        stage_inputs(messages.from_document(document), make_workspace(tmp_path), Storage(), 1)
+
+
+def test_workspace_removal_handles_read_only_dirs(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    locked = workspace.outputs / "locked"
+    locked.mkdir()
+    (locked / "file").write_text("x")
+    locked.chmod(0o500)
+    workspace.remove()
+    assert not workspace.root.exists()

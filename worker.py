@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""lanworker entry point: `python3 worker.py native CMD ARGS...`, `python3 worker.py docker`, ..."""
+
+import sys
+
+from lanworker.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
