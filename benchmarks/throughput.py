@@ -1,0 +1,96 @@
+"""Jobs per second through SQS on a local moto_server: lanworker at concurrency 1 and 8
+against a naive loop (receive one, subprocess.run, delete) measured in the same run.
+
+    .venv/bin/python benchmarks/throughput.py [--jobs 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import boto3
+
+from lanworker.cli import build_worker
+from lanworker.config import build_config
+from tests.helpers.moto import MotoServer, apply_environment, free_port
+
+TRIVIAL_JOB = json.dumps({"service": "true", "command": {"arguments": []}})
+
+
+def fill(sqs: object, url: str, count: int) -> None:
+    for start in range(0, count, 10):
+        entries = [{"Id": str(i), "MessageBody": TRIVIAL_JOB} for i in range(start, min(count, start + 10))]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)  # type: ignore[attr-defined]
+
+
+def naive_loop(sqs: object, url: str, count: int) -> float:
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1)  # type: ignore[attr-defined]
+        for message in response.get("Messages", []):
+            json.loads(message["Body"])
+            subprocess.run(["true"], check=False)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])  # type: ignore[attr-defined]
+            done += 1
+    return time.perf_counter() - started
+
+
+def lanworker_run(url: str, concurrency: int, work_root: Path) -> float:
+    config = build_config(
+        {
+            "mode": "native",
+            "base_command": ("true",),
+            "queue_url": url,
+            "once": True,
+            "wait_time_s": 1,
+            "concurrency": concurrency,
+            "work_root": work_root,
+            "log_level": "WARNING",
+        },
+        {},
+    )
+    worker = build_worker(config)
+    started = time.perf_counter()
+    worker.run()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        server = MotoServer(free_port(), Path(scratch) / "moto.log")
+        server.start()
+        apply_environment(server)
+        try:
+            sqs = boto3.client("sqs")
+            rows = []
+            url = sqs.create_queue(QueueName="bench-naive")["QueueUrl"]
+            fill(sqs, url, args.jobs)
+            baseline = naive_loop(sqs, url, args.jobs)
+            rows.append(("naive loop (receive 1, run, delete)", baseline))
+            for concurrency in (1, 8):
+                url = sqs.create_queue(QueueName=f"bench-lanworker-{concurrency}")["QueueUrl"]
+                fill(sqs, url, args.jobs)
+                elapsed = lanworker_run(url, concurrency, Path(scratch) / f"work-{concurrency}")
+                rows.append((f"lanworker --concurrency {concurrency}", elapsed))
+        finally:
+            server.stop()
+    print(f"{args.jobs} trivial jobs (`true`) through SQS on moto_server")
+    for name, elapsed in rows:
+        print(f"  {name:40s} {args.jobs / elapsed:8.1f} jobs/s  ratio vs naive {baseline / elapsed:5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
