@@ -26,6 +26,7 @@ from lanworker.executors.native import NativeExecutor
 from lanworker.jobs import JobRunner, cancel_marker
 from lanworker.logs import configure_logging
 from lanworker.messages import decode, validate_document
+from lanworker.metrics import HealthServer, Metrics, receive_loop_health
 from lanworker.queues import DEFAULT_LOCAL_QUEUE, LocalQueue, Queue, open_queue
 from lanworker.results import EventPublisher, QueueCache, ResultReporter
 from lanworker.storage import Storage
@@ -139,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------- worker
 def make_executor(config: WorkerConfig) -> Executor:
     if config.mode == "docker":
-        raise ConfigError("the docker executor is not available in this build")
+        from lanworker.executors.docker import DockerExecutor
+
+        return DockerExecutor.from_config(config)
     return NativeExecutor(config.base_command)
 
 
@@ -149,8 +152,11 @@ def build_worker(config: WorkerConfig) -> Worker:
     queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
     events = EventPublisher(config.events_url, config.worker_id, queues)
     executor = make_executor(config)
-    runner = JobRunner(config, executor, storage, events)
-    return Worker(config, queue, runner, ResultReporter(config.results_url, queues), events, executor)
+    metrics = Metrics()
+    runner = JobRunner(config, executor, storage, events, metrics)
+    return Worker(
+        config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics
+    )
 
 
 class SignalFlag:
@@ -191,6 +197,11 @@ def run_worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signals.handler)
     signal.signal(signal.SIGINT, signals.handler)
     threading.Thread(target=signals.watch, args=(worker,), name="signal-watcher", daemon=True).start()
+    health_server = None
+    if config.metrics_port is not None:
+        stall_after_s = max(120.0, 3.0 * config.wait_time_s)
+        health = receive_loop_health(lambda: worker.last_receive_at, stall_after_s)
+        health_server = HealthServer(config.metrics_port, worker.metrics, health).start()
     logger.info(
         "worker %s (%s) listening on %s, concurrency %d",
         config.worker_id,
@@ -199,7 +210,11 @@ def run_worker(args: argparse.Namespace) -> int:
         config.concurrency,
         extra={"action": "start"},
     )
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        if health_server is not None:
+            health_server.stop()
     if worker.force.is_set():
         return EXIT_FORCED
     if worker.shutdown.is_set():

@@ -21,6 +21,7 @@ from lanworker.config import WorkerConfig
 from lanworker.errors import InvalidMessage, JobFailed, TransientError
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, Executor, make_sinks, open_stdin
 from lanworker.messages import CommandMessage, decode, from_document
+from lanworker.metrics import Metrics
 from lanworker.queues import ReceivedMessage
 from lanworker.results import EventPublisher, JobResult
 from lanworker.staging import StagedJob, Workspace, collect_uploads, stage_inputs, upload_outputs
@@ -57,7 +58,9 @@ class Phase:
         self.started = time.monotonic()
 
     def __exit__(self, *exc_info: object) -> None:
-        self.timings[self.name] = time.monotonic() - self.started
+        elapsed = time.monotonic() - self.started
+        self.timings[self.name] = elapsed
+        self.runner.metrics.phase_seconds.labels(self.name).observe(elapsed)
 
 
 def cancel_marker(control_url: str, job_id: str) -> str:
@@ -66,12 +69,18 @@ def cancel_marker(control_url: str, job_id: str) -> str:
 
 class JobRunner:
     def __init__(
-        self, config: WorkerConfig, executor: Executor, storage: Storage, events: EventPublisher
+        self,
+        config: WorkerConfig,
+        executor: Executor,
+        storage: Storage,
+        events: EventPublisher,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.executor = executor
         self.storage = storage
         self.events = events
+        self.metrics = metrics
 
     def is_canceled(self, job_id: str) -> bool:
         if not self.config.control_url:
@@ -197,6 +206,7 @@ class JobRunner:
                     self.executor.path_mapper(workspace),
                 )
             result.inputs = [record.as_dict() for record in staged.downloads]
+            self.metrics.bytes_staged.inc(sum(record.size for record in staged.downloads))
             stop = should_stop()
             if stop is not None:
                 return self._stopped(job_id, message, result, stop)
@@ -289,6 +299,7 @@ class JobRunner:
         if succeeded or self.config.upload_on_failure:
             outputs = collect_uploads(staged) if succeeded else self._produced_outputs(staged)
             records += upload_outputs(outputs, self.storage, self.config.transfer_concurrency)
+        self.metrics.bytes_uploaded.inc(sum(record.size for record in records))
         return [record.as_dict() for record in records]
 
     @staticmethod

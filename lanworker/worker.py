@@ -19,6 +19,7 @@ from lanworker.config import WorkerConfig
 from lanworker.errors import QueueUnreachable, StaleReceipt, TransientError
 from lanworker.executors.base import Executor
 from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, JobRunner, Outcome
+from lanworker.metrics import Metrics
 from lanworker.queues import Queue, ReceivedMessage
 from lanworker.results import EventPublisher, ResultReporter
 from lanworker.staging import remove_tree
@@ -43,7 +44,9 @@ class Lease:
         message: ReceivedMessage,
         config: WorkerConfig,
         shutdown: threading.Event,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self.queue = queue
         self.message = message
         self.config = config
@@ -57,7 +60,6 @@ class Lease:
         self._thread = threading.Thread(
             target=self._beat, name=f"heartbeat-{message.message_id[:8]}", daemon=True
         )
-        self.heartbeat_failures = 0
 
     def start(self) -> Lease:
         self._thread.start()
@@ -83,12 +85,12 @@ class Lease:
                 self.queue.change_visibility(self.message, self.config.visibility_timeout_s)
                 self.hidden_until = time.monotonic() + self.config.visibility_timeout_s
             except StaleReceipt as exc:
-                self.heartbeat_failures += 1
+                self.metrics.heartbeat_failures.inc()
                 logger.error("heartbeat: %s", exc, extra={"job_id": self.job_id, "action": "heartbeat"})
                 self._reason = "lease-lost"
                 return
             except Exception as exc:
-                self.heartbeat_failures += 1
+                self.metrics.heartbeat_failures.inc()
                 remaining = self.hidden_until - time.monotonic()
                 logger.warning(
                     "heartbeat failed (%.0f s of visibility left): %s",
@@ -110,8 +112,10 @@ class Worker:
         reporter: ResultReporter,
         events: EventPublisher,
         executor: Executor,
+        metrics: Metrics,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.queue = queue
         self.runner = runner
         self.reporter = reporter
@@ -121,9 +125,6 @@ class Worker:
         self.force = threading.Event()  # stop jobs now
         self.jobs_stop = threading.Event()  # set when the grace period is over
         self.last_receive_at = time.monotonic()
-        self.in_flight = 0
-        self._counter_lock = threading.Lock()
-        self.completed = 0
         self._lock_file: IO[str] | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -195,6 +196,7 @@ class Worker:
                     )
                     backoff_s = 1.0
                 except (TransientError, QueueUnreachable) as exc:
+                    self.metrics.receive_errors.inc()
                     logger.error(
                         "receive failed, retrying in %.0f s: %s", backoff_s, exc, extra={"action": "receive"}
                     )
@@ -237,9 +239,8 @@ class Worker:
 
     # ----------------------------------------------------------------- one message
     def _process(self, message: ReceivedMessage) -> None:
-        with self._counter_lock:
-            self.in_flight += 1
-        lease = Lease(self.queue, message, self.config, self.jobs_stop).start()
+        self.metrics.in_flight.inc()
+        lease = Lease(self.queue, message, self.config, self.jobs_stop, self.metrics).start()
         try:
             outcome = self.runner.run(message, lease.should_stop)
         except Exception:
@@ -249,8 +250,7 @@ class Worker:
             outcome = Outcome(RELEASE)
         finally:
             lease.stop()
-            with self._counter_lock:
-                self.in_flight -= 1
+            self.metrics.in_flight.dec()
         if lease.should_stop() == "lease-lost":
             outcome = Outcome(ABANDON)
         self._settle(message, outcome)
@@ -259,8 +259,10 @@ class Worker:
         """Report, then delete or dead-letter; on any failure give the message back."""
         job_id = outcome.result.job_id if outcome.result else message.message_id
         if outcome.action == ABANDON:
+            self.metrics.jobs.labels("abandoned").inc()
             return
         if outcome.action == RELEASE:
+            self.metrics.jobs.labels("released").inc()
             self._safely(self.queue.release, message, "release")
             return
         try:
@@ -280,9 +282,10 @@ class Worker:
         if outcome.action == DEAD_LETTER:
             reason = outcome.result.error if outcome.result and outcome.result.error else "invalid message"
             if self._safely(self.queue.dead_letter, message, "dead-letter", reason):
+                self.metrics.jobs.labels("dead-lettered").inc()
                 self.events.publish(job_id, "dead-lettered", reason=reason)
         elif outcome.action == DELETE and self._safely(self.queue.delete, message, "delete"):
-            self.completed += 1
+            self.metrics.jobs.labels(outcome.result.state if outcome.result else "deleted").inc()
 
     def _safely(self, operation: object, message: ReceivedMessage, what: str, *args: object) -> bool:
         try:

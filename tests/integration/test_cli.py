@@ -149,3 +149,33 @@ def test_sigterm_while_idle_exits_promptly(local: LocalQueue, tmp_path: Path) ->
     wait_until(lambda: (tmp_path / "work").exists(), what="the worker to start")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == cli.EXIT_STOPPED
+
+
+def test_metrics_and_health_endpoints(local: LocalQueue, tmp_path: Path) -> None:
+    import urllib.request
+
+    port = free_port()
+    local.send(sleep_job(0))
+    worker = start_cli(
+        *worker_args(local, tmp_path, "--metrics-port", str(port)), log_path=tmp_path / "worker.log"
+    )
+    try:
+        wait_until(
+            lambda: local.counts() == {"visible": 0, "in_flight": 0, "dead_letters": 0}, what="the job"
+        )
+
+        def fetch(path: str) -> tuple[int, str]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+
+        wait_until(
+            lambda: 'lanworker_jobs_total{outcome="succeeded"} 1.0' in fetch("/metrics")[1], what="metrics"
+        )
+        status, body = fetch("/healthz")
+        assert status == 200 and json.loads(body)["healthy"] is True
+        metrics = fetch("/metrics")[1]
+        assert 'lanworker_phase_seconds_count{phase="running"} 1.0' in metrics
+        assert "lanworker_jobs_in_flight 0.0" in metrics
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == cli.EXIT_STOPPED

@@ -1,0 +1,387 @@
+"""Runs each job in a container on a Docker engine, hardened by default.
+
+The job dir is bind-mounted at /job; arguments name paths under /job. stdin, stdout and
+stderr travel over one attach socket (non-TTY, so the engine frames stdout and stderr
+separately and they are never interleaved). The worker enforces timeouts itself: the
+SDK's timeouts are only HTTP timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+import yaml
+from docker.utils.socket import frames_iter
+
+from lanworker.config import WorkerConfig
+from lanworker.errors import ConfigError, InvalidMessage, JobFailed, TransientError, retry_transient
+from lanworker.executors.base import ExecutionRequest, ExecutionResult, feed_stdin
+from lanworker.messages import CommandMessage, schema_errors
+from lanworker.staging import PathMapper, Workspace
+
+logger = logging.getLogger(__name__)
+
+CONTAINER_JOB_DIR = "/job"
+LABEL_WORKER = "lanworker.worker_id"
+LABEL_JOB = "lanworker.job_id"
+WAIT_POLL_S = 0.5
+STDOUT, STDERR = 1, 2
+REFUSED_NETWORKS = frozenset({"host"})
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    image: str
+    entrypoint: tuple[str, ...] | None = None
+    arguments: tuple[str, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    network: str = "none"
+    timeout_s: float | None = None
+    user: str | None = None
+    cap_add: tuple[str, ...] = ()
+    read_only_rootfs: bool = True
+    tmpfs_mb: int = 64
+
+
+def load_services(path: Path) -> dict[str, ServiceSpec]:
+    """Read and validate a services file (JSON or YAML); errors name the service and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"services file {path}: {exc}") from exc
+    problems = schema_errors(document, "services.schema.json")
+    if problems:
+        raise ConfigError(f"services file {path}: " + "; ".join(problems))
+    services = {}
+    for name, raw in document["services"].items():
+        if raw.get("network") in REFUSED_NETWORKS:
+            raise ConfigError(f"services file {path}: $.services.{name}.network: host networking is refused")
+        services[name] = ServiceSpec(
+            image=raw["image"],
+            entrypoint=tuple(raw["entrypoint"]) if "entrypoint" in raw else None,
+            arguments=tuple(raw.get("arguments", ())),
+            environment=dict(raw.get("environment", {})),
+            resources=dict(raw.get("resources", {})),
+            network=raw.get("network", "none"),
+            timeout_s=raw.get("timeout_s"),
+            user=raw.get("user"),
+            cap_add=tuple(raw.get("cap_add", ())),
+            read_only_rootfs=raw.get("read_only_rootfs", True),
+            tmpfs_mb=raw.get("tmpfs_mb", 64),
+        )
+    return services
+
+
+def _is_transient_docker_error(exc: BaseException) -> bool:
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return True
+    return isinstance(exc, docker.errors.APIError) and exc.is_server_error()
+
+
+class DockerExecutor:
+    kind = "docker"
+
+    def __init__(
+        self,
+        allow_images: Sequence[str],
+        worker_id: str,
+        work_root: Path,
+        pull_policy: str = "if-missing",
+        services: dict[str, ServiceSpec] | None = None,
+        host_workdir: Path | None = None,
+        max_memory_mb: int | None = None,
+        max_cpus: float | None = None,
+        default_pids_limit: int = 512,
+        client: Any = None,
+    ) -> None:
+        self.allow_images = tuple(allow_images)
+        self.worker_id = worker_id
+        self.work_root = work_root
+        self.pull_policy = pull_policy
+        self.services = services
+        self.host_workdir = host_workdir
+        self.max_memory_mb = max_memory_mb
+        self.max_cpus = max_cpus
+        self.default_pids_limit = default_pids_limit
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._pull_locks: dict[str, threading.Lock] = {}
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> DockerExecutor:
+        return cls(
+            allow_images=config.allow_images,
+            worker_id=config.worker_id,
+            work_root=config.work_root,
+            pull_policy=config.pull_policy,
+            services=load_services(config.services_file) if config.services_file else None,
+            host_workdir=config.host_workdir,
+            max_memory_mb=config.max_memory_mb,
+            max_cpus=config.max_cpus,
+            default_pids_limit=config.default_pids_limit,
+        )
+
+    @property
+    def client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = docker.from_env(timeout=120)
+                except docker.errors.DockerException as exc:
+                    raise TransientError(f"docker engine unreachable: {exc}") from exc
+            return self._client
+
+    # ----------------------------------------------------------------- checks
+    def service_for(self, message: CommandMessage) -> ServiceSpec:
+        if self.services is None:
+            return ServiceSpec(image=message.service)
+        spec = self.services.get(message.service)
+        if spec is None:
+            raise InvalidMessage(f"service {message.service!r} is not in the services file")
+        return spec
+
+    def check_message(self, message: CommandMessage) -> None:
+        if message.test:
+            return
+        spec = self.service_for(message)
+        if not any(fnmatch.fnmatchcase(spec.image, pattern) for pattern in self.allow_images):
+            raise InvalidMessage(
+                f"image {spec.image!r} is not allowed on this worker (allowed: {', '.join(self.allow_images)})"
+            )
+        self._limits(spec, message)
+
+    def _limits(self, spec: ServiceSpec, message: CommandMessage) -> dict[str, Any]:
+        """Container resource settings: message over service, refused above the worker maxima."""
+        wanted = {**spec.resources, **message.resources}
+        memory_mb = wanted.get("memory_mb", self.max_memory_mb)
+        cpus = wanted.get("cpus", self.max_cpus)
+        if memory_mb and self.max_memory_mb and memory_mb > self.max_memory_mb:
+            raise InvalidMessage(
+                f"resources.memory_mb {memory_mb} is over this worker's maximum {self.max_memory_mb}"
+            )
+        if cpus and self.max_cpus and cpus > self.max_cpus:
+            raise InvalidMessage(f"resources.cpus {cpus} is over this worker's maximum {self.max_cpus}")
+        limits: dict[str, Any] = {"pids_limit": int(wanted.get("pids", self.default_pids_limit))}
+        if memory_mb:
+            limits["mem_limit"] = f"{int(memory_mb)}m"
+            limits["memswap_limit"] = f"{int(memory_mb)}m"  # no swap: the limit is the limit
+        if cpus:
+            limits["nano_cpus"] = int(float(cpus) * 1e9)
+        return limits
+
+    def path_mapper(self, workspace: Workspace) -> PathMapper:
+        root = workspace.root
+
+        def to_container(path: Path) -> str:
+            return f"{CONTAINER_JOB_DIR}/{path.relative_to(root).as_posix()}"
+
+        return to_container
+
+    def host_path(self, workspace: Workspace) -> str:
+        """Bind-mount source: the host's name for the job dir, when the worker is containerised."""
+        if self.host_workdir is None:
+            return str(workspace.root)
+        return str(self.host_workdir / workspace.root.relative_to(self.work_root))
+
+    # ----------------------------------------------------------------- images
+    def ensure_image(self, image: str) -> None:
+        lock = self._pull_locks.setdefault(image, threading.Lock())
+        with lock:
+            if self.pull_policy != "always":
+                try:
+                    self.client.images.get(image)
+                    return
+                except docker.errors.ImageNotFound:
+                    if self.pull_policy == "never":
+                        raise JobFailed(
+                            f"image {image!r} is not on this host and --pull is never", reason="image-missing"
+                        ) from None
+                except Exception as exc:
+                    if _is_transient_docker_error(exc):
+                        raise TransientError(f"docker engine: {exc}") from exc
+                    raise
+            self._pull(image)
+
+    @retry_transient(attempts=4, max_total_s=120.0)
+    def _pull(self, image: str) -> None:
+        logger.info("pulling image %s", image, extra={"action": "pull"})
+        try:
+            self.client.images.pull(image)
+        except docker.errors.APIError as exc:
+            if exc.is_server_error() and "not found" not in str(exc).lower():
+                raise TransientError(f"pull {image}: {exc}") from exc
+            raise JobFailed(f"could not pull image {image!r}: {exc}", reason="pull-failed") from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise TransientError(f"pull {image}: {exc}") from exc
+
+    # ----------------------------------------------------------------- running
+    def run(self, request: ExecutionRequest) -> ExecutionResult:
+        spec = self.service_for(request.message)
+        self.ensure_image(spec.image)
+        try:
+            return self._run_container(spec, request)
+        except (JobFailed, TransientError):
+            raise
+        except Exception as exc:
+            if _is_transient_docker_error(exc):
+                raise TransientError(f"docker engine: {exc}") from exc
+            raise JobFailed(f"container failed to run: {exc}", reason="cannot-start") from exc
+        finally:
+            self._remove_unwritable(spec, request.workspace)
+
+    def _create(self, spec: ServiceSpec, request: ExecutionRequest) -> str:
+        api = self.client.api
+        limits = self._limits(spec, request.message)
+        tmpfs = {"/tmp": f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"} if spec.read_only_rootfs else None
+        host_config = api.create_host_config(
+            binds={self.host_path(request.workspace): {"bind": CONTAINER_JOB_DIR, "mode": "rw"}},
+            network_mode=spec.network,
+            cap_drop=["ALL"],
+            cap_add=list(spec.cap_add) or None,
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            read_only=spec.read_only_rootfs,
+            tmpfs=tmpfs,
+            init=True,  # reaps zombies and forwards our SIGTERM/SIGKILL to the whole tree
+            **limits,
+        )
+        container = api.create_container(
+            image=spec.image,
+            command=[*spec.arguments, *request.argv],
+            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+            user=spec.user or f"{os.getuid()}:{os.getgid()}",
+            working_dir=CONTAINER_JOB_DIR,
+            environment={**spec.environment, **request.env},
+            labels={LABEL_WORKER: self.worker_id, LABEL_JOB: request.job_id},
+            # detach=False with stdin_open gives StdinOnce: closing our end is EOF for the command.
+            detach=False,
+            stdin_open=request.stdin is not None,
+            tty=False,
+            network_disabled=spec.network == "none",
+            host_config=host_config,
+        )
+        return str(container["Id"])
+
+    def _run_container(self, spec: ServiceSpec, request: ExecutionRequest) -> ExecutionResult:
+        api = self.client.api
+        container_id = self._create(spec, request)
+        try:
+            params = {"stdin": 1 if request.stdin is not None else 0, "stdout": 1, "stderr": 1, "stream": 1}
+            attached = api.attach_socket(container_id, params=params)
+            raw_socket = getattr(attached, "_sock", attached)
+            reader = threading.Thread(
+                target=self._demultiplex, args=(attached, request), name="container-output", daemon=True
+            )
+            reader.start()
+            api.start(container_id)
+            feeder = None
+            if request.stdin is not None:
+                feeder = feed_stdin(
+                    request.stdin, raw_socket.sendall, lambda: raw_socket.shutdown(socket.SHUT_WR)
+                )
+            started = time.monotonic()
+            timeout_s = request.timeout_s or spec.timeout_s
+            exit_code, stop_reason = self._wait(container_id, request, started, timeout_s)
+            reader.join(timeout=30)
+            if feeder is not None:
+                feeder.join(timeout=5)
+            with contextlib.suppress(OSError):
+                attached.close()
+            state = api.inspect_container(container_id)["State"]
+            oom_killed = bool(state.get("OOMKilled"))
+            if oom_killed and stop_reason is None:
+                stop_reason = "oom"
+            return ExecutionResult(
+                exit_code=exit_code,
+                stop_reason=stop_reason,
+                details={"container_id": container_id[:12], "image": spec.image, "oom_killed": oom_killed},
+            )
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(container_id, force=True)
+
+    @staticmethod
+    def _demultiplex(attached: Any, request: ExecutionRequest) -> None:
+        try:
+            for stream, data in frames_iter(attached, tty=False):
+                (request.stderr if stream == STDERR else request.stdout).write(data)
+        except (OSError, ValueError) as exc:
+            logger.debug("container output stream ended: %s", exc)
+
+    def _wait(
+        self, container_id: str, request: ExecutionRequest, started: float, timeout_s: float | None
+    ) -> tuple[int | None, str | None]:
+        api = self.client.api
+        stop_reason: str | None = None
+        while True:
+            try:
+                status = api.wait(container_id, timeout=WAIT_POLL_S)
+                return int(status.get("StatusCode", -1)), stop_reason
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                pass
+            if stop_reason is not None:
+                continue
+            stop_reason = request.should_stop()
+            if stop_reason is None and timeout_s is not None and time.monotonic() - started >= timeout_s:
+                stop_reason = "timeout"
+            if stop_reason is not None:
+                logger.info(
+                    "killing container %s: %s",
+                    container_id[:12],
+                    stop_reason,
+                    extra={"job_id": request.job_id, "action": "stop"},
+                )
+                with contextlib.suppress(docker.errors.APIError):
+                    api.kill(container_id)
+
+    def _remove_unwritable(self, spec: ServiceSpec, workspace: Workspace) -> None:
+        """A service running as another user can leave files the worker cannot delete;
+        a root helper container from the same image removes them."""
+        if spec.user is None or os.geteuid() == 0:
+            return
+        try:
+            self.client.containers.run(
+                spec.image,
+                entrypoint=["rm", "-rf", f"{CONTAINER_JOB_DIR}/out", f"{CONTAINER_JOB_DIR}/streams"],
+                user="0:0",
+                volumes={self.host_path(workspace): {"bind": CONTAINER_JOB_DIR, "mode": "rw"}},
+                network_mode="none",
+                remove=True,
+                labels={LABEL_WORKER: self.worker_id},
+            )
+        except Exception as exc:
+            logger.warning("could not clean %s with a helper container: %s", workspace.root, exc)
+
+    # ----------------------------------------------------------------- crash recovery
+    def cleanup_stale(self, worker_ids: Sequence[str]) -> None:
+        for worker_id in worker_ids:
+            try:
+                stale = self.client.api.containers(all=True, filters={"label": f"{LABEL_WORKER}={worker_id}"})
+            except Exception as exc:
+                logger.warning("cannot list stale containers: %s", exc, extra={"action": "cleanup"})
+                return
+            for container in stale:
+                logger.warning(
+                    "removing container %s left by worker %s",
+                    container["Id"][:12],
+                    worker_id,
+                    extra={"action": "cleanup"},
+                )
+                with contextlib.suppress(docker.errors.NotFound):
+                    self.client.api.remove_container(container["Id"], force=True)
