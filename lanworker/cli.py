@@ -8,14 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from lanworker import __version__
@@ -29,7 +26,9 @@ from lanworker.messages import decode, validate_document
 from lanworker.metrics import HealthServer, Metrics, receive_loop_health
 from lanworker.queues import DEFAULT_LOCAL_QUEUE, LocalQueue, Queue, open_queue
 from lanworker.results import EventPublisher, QueueCache, ResultReporter
+from lanworker.signals import SignalFlag
 from lanworker.storage import Storage
+from lanworker.translator import add_translate_parser, run_translate
 from lanworker.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -134,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id")
     cancel.add_argument("--control", dest="control_url")
 
+    add_translate_parser(commands)
+
     return parser
 
 
@@ -159,29 +160,6 @@ def build_worker(config: WorkerConfig) -> Worker:
     )
 
 
-class SignalFlag:
-    """Signal handlers only count; a watcher thread turns the count into worker actions."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-
-    def watch(self, worker: Worker) -> None:
-        seen = 0
-        while True:
-            if self.count > seen:
-                seen += 1
-                logger.warning(
-                    "signal received: %s",
-                    "forcing stop" if seen > 1 else "graceful shutdown",
-                    extra={"action": "signal"},
-                )
-                worker.request_shutdown()
-            time.sleep(0.05)
-
-
 def run_worker(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k != "subcommand"}
     flags["mode"] = args.subcommand
@@ -193,10 +171,7 @@ def run_worker(args: argparse.Namespace) -> int:
     config = build_config(flags)
     configure_logging(config.log_format, config.log_level)
     worker = build_worker(config)
-    signals = SignalFlag()
-    signal.signal(signal.SIGTERM, signals.handler)
-    signal.signal(signal.SIGINT, signals.handler)
-    threading.Thread(target=signals.watch, args=(worker,), name="signal-watcher", daemon=True).start()
+    SignalFlag().install(lambda _count: worker.request_shutdown())
     health_server = None
     if config.metrics_port is not None:
         stall_after_s = max(120.0, 3.0 * config.wait_time_s)
@@ -350,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": run_validate,
         "dead-letters": run_dead_letters,
         "cancel": run_cancel,
+        "translate": run_translate,
     }
     try:
         return handlers[args.subcommand](args)

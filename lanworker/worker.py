@@ -179,6 +179,7 @@ class Worker:
     def _loop(self) -> None:
         config = self.config
         futures: set[Future[None]] = set()
+        seen: set[str] = set()
         backoff_s = 1.0
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="job") as pool:
             while not self.shutdown.is_set():
@@ -209,6 +210,8 @@ class Worker:
                     for message in messages:
                         self._safely(self.queue.release, message, "release")
                     break
+                if config.once:
+                    messages = self._first_sightings(messages, seen)
                 for message in messages:
                     futures.add(pool.submit(self._process, message))
                 if config.once and not messages:
@@ -216,6 +219,17 @@ class Worker:
                         break
                     wait(futures, return_when=FIRST_COMPLETED)
             self._drain(futures)
+
+    def _first_sightings(self, messages: list[ReceivedMessage], seen: set[str]) -> list[ReceivedMessage]:
+        """--once handles each message at most once: one it released comes straight back."""
+        fresh = []
+        for message in messages:
+            if message.message_id in seen:
+                self._safely(self.queue.release, message, "release")
+            else:
+                seen.add(message.message_id)
+                fresh.append(message)
+        return fresh
 
     def _drain(self, futures: set[Future[None]]) -> None:
         pending = {f for f in futures if not f.done()}
