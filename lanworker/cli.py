@@ -144,7 +144,7 @@ def make_executor(config: WorkerConfig) -> Executor:
         from lanworker.executors.docker import DockerExecutor
 
         return DockerExecutor.from_config(config)
-    return NativeExecutor(config.base_command)
+    return NativeExecutor(config.base_command, config.work_root)
 
 
 def build_worker(config: WorkerConfig) -> Worker:

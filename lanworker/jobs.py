@@ -42,6 +42,7 @@ class Outcome:
     reply_to: str | None = None
     requeue_body: str | None = None
     requeue_delay_s: int = 0
+    error: str | None = None  # why a released message was released
 
 
 @dataclass
@@ -214,6 +215,8 @@ class JobRunner:
                 execution = self._run_command(job_id, message, workspace, staged, result, should_stop)
             if execution.stop_reason in ("shutdown", "lease-lost", "canceled"):
                 return self._stopped(job_id, message, result, execution.stop_reason)
+            if should_stop() == "lease-lost":
+                return self._stopped(job_id, message, result, "lease-lost")
             succeeded = execution.exit_code == 0 and execution.stop_reason is None
             with Phase(self, job_id, timings, "uploading"):
                 result.outputs = self._upload(workspace, message, staged, succeeded)
@@ -234,6 +237,9 @@ class JobRunner:
         except JobFailed as exc:
             logger.error("job %s failed: %s", job_id, exc, extra={"job_id": job_id, "action": "failed"})
             result.reason, result.error = exc.reason, str(exc)
+            if exc.reason == "cannot-start":
+                # It will not start on any attempt: a poison message, kept whole for a human.
+                return Outcome(DEAD_LETTER, result, message.reply_to)
             return self._finish(job_id, message, result)
         except TransientError as exc:
             logger.warning(
@@ -243,7 +249,7 @@ class JobRunner:
                 extra={"job_id": job_id, "action": "released"},
             )
             self.events.publish(job_id, "released", error=str(exc))
-            return Outcome(RELEASE)
+            return Outcome(RELEASE, error=str(exc))
         finally:
             if self.config.keep_workdir:
                 logger.info(

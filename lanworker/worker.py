@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from lanworker.config import WorkerConfig
-from lanworker.errors import QueueUnreachable, StaleReceipt, TransientError
+from lanworker.errors import ConfigError, QueueUnreachable, StaleReceipt, TransientError
 from lanworker.executors.base import Executor
 from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, JobRunner, Outcome
 from lanworker.metrics import Metrics
@@ -143,30 +143,39 @@ class Worker:
             self._release_work_root()
 
     def _claim_work_root(self) -> None:
-        """Lock our own work dir and clean up after workers that died without cleaning."""
+        """Lock our own work dir and clean up after workers that died without cleaning.
+
+        Every live worker holds an flock on WORK_ROOT/ID.lock; a lock file nobody holds
+        belongs to a worker that is gone, and its job dirs, processes and containers go too.
+        """
         root = self.config.work_root
         root.mkdir(parents=True, exist_ok=True)
         self._lock_file = (root / f"{self.config.worker_id}.lock").open("w")
-        fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        dead = [self.config.worker_id]
-        for lock_path in root.glob("*.lock"):
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another worker with id {self.config.worker_id!r} is running on {root}"
+            ) from None
+        dead: dict[str, IO[str]] = {}
+        for lock_path in sorted(root.glob("*.lock")):
             worker_id = lock_path.stem
             if worker_id == self.config.worker_id:
                 continue
-            with lock_path.open("a") as probe:
-                try:
-                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # that worker is alive
-                dead.append(worker_id)
-                remove_tree(root / worker_id)
-                lock_path.unlink(missing_ok=True)
+            probe = lock_path.open("a")
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                dead[worker_id] = probe
+            except BlockingIOError:
+                probe.close()  # that worker is alive
+        self.executor.cleanup_stale([self.config.worker_id, *dead])
         remove_tree(root / self.config.worker_id)
-        if len(dead) > 1:
-            logger.info(
-                "removed work dirs of stopped workers: %s", ", ".join(dead[1:]), extra={"action": "cleanup"}
-            )
-        self.executor.cleanup_stale(dead)
+        for worker_id, held in dead.items():
+            remove_tree(root / worker_id)
+            (root / f"{worker_id}.lock").unlink(missing_ok=True)
+            held.close()
+        if dead:
+            logger.info("cleaned up after stopped workers: %s", ", ".join(dead), extra={"action": "cleanup"})
 
     def _release_work_root(self) -> None:
         if self._lock_file is not None:
@@ -261,7 +270,7 @@ class Worker:
             logger.exception(
                 "unexpected error in job %s; releasing it", message.message_id, extra={"action": "error"}
             )
-            outcome = Outcome(RELEASE)
+            outcome = Outcome(RELEASE, error="unexpected error in the worker")
         finally:
             lease.stop()
             self.metrics.in_flight.dec()
@@ -277,7 +286,7 @@ class Worker:
             return
         if outcome.action == RELEASE:
             self.metrics.jobs.labels("released").inc()
-            self._safely(self.queue.release, message, "release")
+            self._safely(self.queue.release, message, "release", outcome.error)
             return
         try:
             if outcome.requeue_body is not None:

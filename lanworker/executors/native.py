@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from lanworker.errors import JobFailed
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, feed_stdin
@@ -19,6 +20,7 @@ from lanworker.staging import PathMapper, Workspace
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1
+PGID_FILE = ".lanworker-pgid"
 TERM_GRACE_S = 5.0
 
 
@@ -39,8 +41,11 @@ def kill_process_group(process: subprocess.Popen[bytes], grace_s: float = TERM_G
 class NativeExecutor:
     kind = "native"
 
-    def __init__(self, base_command: tuple[str, ...], term_grace_s: float = TERM_GRACE_S) -> None:
+    def __init__(
+        self, base_command: tuple[str, ...], work_root: Path, term_grace_s: float = TERM_GRACE_S
+    ) -> None:
         self.base_command = base_command
+        self.work_root = work_root
         self.term_grace_s = term_grace_s
 
     def check_message(self, message: CommandMessage) -> None:
@@ -50,9 +55,27 @@ class NativeExecutor:
         return str
 
     def cleanup_stale(self, worker_ids: Sequence[str]) -> None:
-        # Native jobs run in their own session; a crashed worker's children were in its
-        # process tree and systemd's KillMode=control-group ends them.
-        return None
+        """Kill process groups that jobs of dead workers left running.
+
+        Jobs run in their own session, so a worker killed with SIGKILL leaves them orphaned.
+        Each job dir records its process group; the group is killed only if its leader
+        still runs in that job dir, so a recycled pid is never hit.
+        """
+        for worker_id in worker_ids:
+            for marker in (self.work_root / worker_id).glob(f"*/{PGID_FILE}"):
+                try:
+                    pgid = int(marker.read_text())
+                    if os.path.realpath(f"/proc/{pgid}/cwd") != os.path.realpath(marker.parent):
+                        continue
+                    os.killpg(pgid, signal.SIGKILL)
+                    logger.warning(
+                        "killed process group %d left by worker %s",
+                        pgid,
+                        worker_id,
+                        extra={"action": "cleanup"},
+                    )
+                except (OSError, ValueError):
+                    continue
 
     def run(self, request: ExecutionRequest) -> ExecutionResult:
         argv = [*self.base_command, *request.argv]
@@ -71,6 +94,7 @@ class NativeExecutor:
         except OSError as exc:
             raise JobFailed(f"command {argv[0]!r} could not start: {exc}", reason="cannot-start") from exc
 
+        (request.workspace.root / PGID_FILE).write_text(str(process.pid))
         assert process.stdout is not None and process.stderr is not None
         pumps = [
             threading.Thread(target=request.stdout.pump_from, args=(process.stdout,), daemon=True),

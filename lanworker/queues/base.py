@@ -39,8 +39,11 @@ class Queue(Protocol):
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         """Hide the message for timeout_s from now (the heartbeat)."""
 
-    def release(self, message: ReceivedMessage) -> None:
-        """Make the message visible again at once, for another worker to take."""
+    def release(self, message: ReceivedMessage, error: str | None = None) -> None:
+        """Make the message visible again at once, for another worker to take.
+
+        `error` is kept as the message's last error where the backend can store it.
+        """
 
     def send(
         self,

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS messages (
     visible_at REAL NOT NULL,
     receive_count INTEGER NOT NULL DEFAULT 0,
     first_received_at REAL,
-    receipt TEXT
+    receipt TEXT,
+    last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at, sent_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -84,6 +85,9 @@ class LocalQueue:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")
                 connection.executescript(SCHEMA)
+                columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
+                if "last_error" not in columns:  # a queue file from before last_error existed
+                    connection.execute("ALTER TABLE messages ADD COLUMN last_error TEXT")
             except (sqlite3.Error, OSError) as exc:
                 raise QueueUnreachable(f"cannot open local queue {self.path}: {exc}") from exc
             self._local.connection = connection
@@ -143,20 +147,19 @@ class LocalQueue:
         received: list[ReceivedMessage] = []
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT id, body, attributes, receive_count, first_received_at FROM messages "
+                "SELECT id, body, attributes, receive_count, first_received_at, last_error FROM messages "
                 "WHERE queue = ? AND visible_at <= ? ORDER BY sent_at LIMIT ?",
                 (self.name, now, max_messages * 2),
             ).fetchall()
-            for message_id, body, attributes, count, first_received in rows:
+            for message_id, body, attributes, count, first_received, last_error in rows:
                 if len(received) >= max_messages:
                     break
                 if count >= self.max_receives:
                     # The same rule as an SQS redrive policy: moved on the receive after the limit.
-                    self._move_to_dead_letters(
-                        db,
-                        message_id,
-                        f"received {count} times without completing (max_receives={self.max_receives})",
-                    )
+                    reason = f"received {count} times without completing (max_receives={self.max_receives})"
+                    if last_error:
+                        reason += f"; last error: {last_error}"
+                    self._move_to_dead_letters(db, message_id, reason)
                     continue
                 receipt = f"{message_id}:{uuid.uuid4()}"
                 db.execute(
@@ -201,8 +204,12 @@ class LocalQueue:
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._update_owned(message, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
 
-    def release(self, message: ReceivedMessage) -> None:
-        self._update_owned(message, "UPDATE messages SET visible_at = ?, receipt = NULL", (time.time(),))
+    def release(self, message: ReceivedMessage, error: str | None = None) -> None:
+        self._update_owned(
+            message,
+            "UPDATE messages SET visible_at = ?, receipt = NULL, last_error = COALESCE(?, last_error)",
+            (time.time(), error),
+        )
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         with self._transaction() as db:

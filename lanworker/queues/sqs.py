@@ -130,7 +130,8 @@ class SqsQueue:
         except Exception as exc:
             raise _translate(exc, "change visibility", self.url) from exc
 
-    def release(self, message: ReceivedMessage) -> None:
+    def release(self, message: ReceivedMessage, error: str | None = None) -> None:
+        # SQS cannot annotate a message in flight; the error is in the log and the events.
         self.change_visibility(message, 0)
 
     @retry_transient()
