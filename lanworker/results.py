@@ -38,6 +38,7 @@ class JobResult:
     state: str  # succeeded | failed | canceled | invalid | listening | retrying
     worker_id: str
     attempt: int = 1
+    receive_count: int | None = None
     exit_code: int | None = None
     reason: str | None = None
     error: str | None = None
@@ -56,6 +57,7 @@ class JobResult:
             "state": self.state,
             "worker_id": self.worker_id,
             "attempt": self.attempt,
+            "receive_count": self.receive_count,
             "exit_code": self.exit_code,
             "reason": self.reason,
             "error": self.error,

@@ -288,6 +288,8 @@ class Worker:
             self.metrics.jobs.labels("released").inc()
             self._safely(self.queue.release, message, "release", outcome.error)
             return
+        if outcome.result is not None:
+            outcome.result.receive_count = message.receive_count
         try:
             if outcome.requeue_body is not None:
                 self.queue.send(outcome.requeue_body, delay_s=outcome.requeue_delay_s)

@@ -12,6 +12,8 @@ from lanworker.queues import LocalQueue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.helpers.aws_fixtures", "tests.helpers.docker_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def clean_lanworker_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +41,12 @@ def work_root(tmp_path: Path) -> Path:
     root = tmp_path / "work"
     root.mkdir()
     return root
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.helpers.faults import SUMMARIES
+
+    if SUMMARIES:
+        terminalreporter.section("fault injection")
+        for line in SUMMARIES:
+            terminalreporter.write_line(line)

@@ -22,7 +22,11 @@ def main() -> int:
     parser.add_argument("--stdout-bytes", type=int, default=0)
     parser.add_argument("--fail-until-attempt", type=int, default=0)
     parser.add_argument("--counter")
+    parser.add_argument("--record", help="append this job's id to FILE when it starts")
     args = parser.parse_args()
+    if args.record:
+        with open(args.record, "a", encoding="utf-8") as record:
+            record.write(os.environ.get("LANWORKER_JOB_ID", "?") + "\n")
 
     stdin_data = sys.stdin.read() if not sys.stdin.isatty() else ""
     sys.stdout.write(f"stdin={stdin_data!r} arg1={args.arg1}\n")

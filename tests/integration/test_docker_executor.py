@@ -15,13 +15,12 @@ from lanworker.cli import build_worker
 from lanworker.config import build_config
 from lanworker.executors.docker import LABEL_WORKER
 from lanworker.queues import LocalQueue
-from tests.integration.docker_fixtures import busybox_image, docker_client  # noqa: F401
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def run_docker(tmp_path: Path, work_root: Path, busybox_image: str):  # noqa: F811
+def run_docker(tmp_path: Path, work_root: Path, busybox_image: str):
     queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")
     results = queue.sibling("results")
 
@@ -70,7 +69,7 @@ def test_seed_message_in_a_container(
     bucket_factory,
     queue_factory,
     worker_factory,
-    busybox_image,  # noqa: F811
+    busybox_image,
     tmp_path: Path,
     work_root: Path,
 ) -> None:
@@ -109,7 +108,7 @@ def test_seed_message_in_a_container(
     assert "path/to/some/unrelated.txt" not in keys
 
 
-def test_stdin_of_several_megabytes_is_streamed(s3, bucket_factory, run_docker, busybox_image) -> None:  # noqa: F811
+def test_stdin_of_several_megabytes_is_streamed(s3, bucket_factory, run_docker, busybox_image) -> None:
     bucket = bucket_factory()
     payload = os.urandom(8 * 1024 * 1024)
     s3.put_object(Bucket=bucket, Key="big.bin", Body=payload)
@@ -120,18 +119,18 @@ def test_stdin_of_several_megabytes_is_streamed(s3, bucket_factory, run_docker, 
     assert result["stdout"]["text"].split()[0] == hashlib.md5(payload).hexdigest()
 
 
-def test_stdout_and_stderr_are_kept_apart(run_docker, busybox_image) -> None:  # noqa: F811
+def test_stdout_and_stderr_are_kept_apart(run_docker, busybox_image) -> None:
     result = run_docker(sh(busybox_image, "echo out1; echo err1 >&2; echo out2; echo err2 >&2"))
     assert result["stdout"]["text"] == "out1\nout2\n"
     assert result["stderr"]["text"] == "err1\nerr2\n"
 
 
-def test_non_zero_exit(run_docker, busybox_image) -> None:  # noqa: F811
+def test_non_zero_exit(run_docker, busybox_image) -> None:
     result = run_docker(sh(busybox_image, "echo failing >&2; exit 3"))
     assert (result["state"], result["exit_code"], result["reason"]) == ("failed", 3, "exit-code")
 
 
-def test_timeout_kills_the_container(run_docker, busybox_image, docker_client) -> None:  # noqa: F811
+def test_timeout_kills_the_container(run_docker, busybox_image, docker_client) -> None:
     result = run_docker(sh(busybox_image, "sleep 60", timeout_s=1))
     assert (result["state"], result["reason"]) == ("failed", "timeout")
     assert result["timings_s"]["running"] < 30
@@ -141,7 +140,7 @@ def test_timeout_kills_the_container(run_docker, busybox_image, docker_client) -
     assert leftover == []
 
 
-def test_memory_limit_oom_kill_is_reported(run_docker, busybox_image) -> None:  # noqa: F811
+def test_memory_limit_oom_kill_is_reported(run_docker, busybox_image) -> None:
     message = sh(busybox_image, "dd if=/dev/zero of=/dev/null bs=64M count=1", resources={"memory_mb": 16})
     result = run_docker(message)
     assert (result["state"], result["reason"]) == ("failed", "oom"), result
@@ -162,13 +161,13 @@ def test_pull_never_with_a_missing_image(run_docker) -> None:
     assert "lanworker-test/absent:1" in result["error"]
 
 
-def test_container_runs_as_the_worker_and_files_are_its_own(run_docker, busybox_image, work_root) -> None:  # noqa: F811
+def test_container_runs_as_the_worker_and_files_are_its_own(run_docker, busybox_image, work_root) -> None:
     result = run_docker(sh(busybox_image, "id -u; id -g; touch /job/out/probe; stat -c %u /job/out/probe"))
     assert result["stdout"]["text"].split() == [str(os.getuid()), str(os.getgid()), str(os.getuid())]
     assert not any(work_root.glob("*/*")), "job dir removed"
 
 
-def test_no_network_no_writes_outside_the_job_dir(run_docker, busybox_image) -> None:  # noqa: F811
+def test_no_network_no_writes_outside_the_job_dir(run_docker, busybox_image) -> None:
     result = run_docker(
         sh(
             busybox_image,
@@ -185,7 +184,7 @@ def test_no_network_no_writes_outside_the_job_dir(run_docker, busybox_image) -> 
     assert not Path("/evil").exists()
 
 
-def test_crash_leftovers_are_removed_at_start(run_docker, busybox_image, docker_client, work_root) -> None:  # noqa: F811
+def test_crash_leftovers_are_removed_at_start(run_docker, busybox_image, docker_client, work_root) -> None:
     dead_worker = f"crashed-{uuid.uuid4().hex[:6]}"
     container = docker_client.containers.create(
         busybox_image, ["sleep", "600"], labels={LABEL_WORKER: dead_worker}
