@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import botocore.exceptions
+import requests.exceptions
+import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     retry,
@@ -106,6 +108,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.IncompleteReadError,
     ConnectionError,
     TimeoutError,
+    # http(s) inputs (smart_open) and the docker SDK speak requests/urllib3.
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
 )
 
 

@@ -368,7 +368,7 @@ class Storage:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 404:
             return JobFailed(f"{action} {uri}: not found (HTTP 404)", reason="missing-object")
-        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        if isinstance(exc, OSError):
             return JobFailed(f"{action} {uri}: {exc}", reason="io-error")
         return JobFailed(f"{action} {uri}: {type(exc).__name__}: {exc}", reason="storage-error")
 

@@ -21,7 +21,7 @@ from typing import Any
 from lanworker.config import WorkerConfig, build_config
 from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable, TransientError
 from lanworker.logs import configure_logging
-from lanworker.queues import Queue, ReceivedMessage, open_queue
+from lanworker.queues import Queue, ReceivedMessage, SinglePass, open_queue
 from lanworker.results import QueueCache
 from lanworker.rules import RenderedCommand, RuleSet, load_rules, synthetic_event
 from lanworker.s3events import MalformedEvent, parse_notification
@@ -111,7 +111,7 @@ class Translator:
     def run(self) -> None:
         self.events.check()
         config = self.config
-        seen: set[str] = set()
+        single_pass = SinglePass(self.events)
         while not self.shutdown.is_set():
             try:
                 messages = self.events.receive(
@@ -123,20 +123,22 @@ class Translator:
                 logger.error("receive failed: %s", exc, extra={"action": "receive"})
                 self.shutdown.wait(5)
                 continue
-            fresh = [m for m in messages if not (config.once and m.message_id in seen)]
+            drained = not messages
+            if config.once:
+                messages = single_pass.first_sightings(messages)
             for message in messages:
-                if self.shutdown.is_set() or message not in fresh:
-                    self.events.release(message)  # --once: a released message comes straight back
+                if self.shutdown.is_set():
+                    self.events.release(message)
                     continue
-                seen.add(message.message_id)
                 try:
                     self.handle(message)
                 except Exception:
                     logger.exception(
                         "unexpected error on event message %s; it will be redelivered", message.message_id
                     )
-            if config.once and not fresh:
+            if config.once and drained:
                 break
+        single_pass.finish()
         logger.info("translator stopped: %s", dict(self.counts), extra={"action": "stop"})
 
 

@@ -20,7 +20,7 @@ from lanworker.errors import ConfigError, QueueUnreachable, StaleReceipt, Transi
 from lanworker.executors.base import Executor
 from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, JobRunner, Outcome
 from lanworker.metrics import Metrics
-from lanworker.queues import Queue, ReceivedMessage
+from lanworker.queues import Queue, ReceivedMessage, SinglePass
 from lanworker.results import EventPublisher, ResultReporter
 from lanworker.staging import remove_tree
 
@@ -188,7 +188,7 @@ class Worker:
     def _loop(self) -> None:
         config = self.config
         futures: set[Future[None]] = set()
-        seen: set[str] = set()
+        single_pass = SinglePass(self.queue)
         backoff_s = 1.0
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="job") as pool:
             while not self.shutdown.is_set():
@@ -219,26 +219,17 @@ class Worker:
                     for message in messages:
                         self._safely(self.queue.release, message, "release")
                     break
+                drained = not messages
                 if config.once:
-                    messages = self._first_sightings(messages, seen)
+                    messages = single_pass.first_sightings(messages)
                 for message in messages:
                     futures.add(pool.submit(self._process, message))
-                if config.once and not messages:
+                if config.once and drained:
                     if not futures:
                         break
                     wait(futures, return_when=FIRST_COMPLETED)
             self._drain(futures)
-
-    def _first_sightings(self, messages: list[ReceivedMessage], seen: set[str]) -> list[ReceivedMessage]:
-        """--once handles each message at most once: one it released comes straight back."""
-        fresh = []
-        for message in messages:
-            if message.message_id in seen:
-                self._safely(self.queue.release, message, "release")
-            else:
-                seen.add(message.message_id)
-                fresh.append(message)
-        return fresh
+        single_pass.finish()
 
     def _drain(self, futures: set[Future[None]]) -> None:
         pending = {f for f in futures if not f.done()}

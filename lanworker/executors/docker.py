@@ -258,7 +258,8 @@ class DockerExecutor:
             privileged=False,
             read_only=spec.read_only_rootfs,
             tmpfs=tmpfs,
-            init=True,  # reaps zombies and forwards our SIGTERM/SIGKILL to the whole tree
+            # No docker-init: with it a command that cannot exec looks like exit 127, without
+            # it the engine refuses the start and the message is a recognisable poison.
             **limits,
         )
         container = api.create_container(
@@ -289,7 +290,7 @@ class DockerExecutor:
                 target=self._demultiplex, args=(attached, request), name="container-output", daemon=True
             )
             reader.start()
-            api.start(container_id)
+            self._start(container_id)
             feeder = None
             if request.stdin is not None:
                 feeder = feed_stdin(
@@ -315,6 +316,22 @@ class DockerExecutor:
         finally:
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_container(container_id, force=True)
+
+    def _start(self, container_id: str) -> None:
+        try:
+            self.client.api.start(container_id)
+        except docker.errors.APIError as exc:
+            # The engine answers 500 when the runtime cannot exec the command: that is the
+            # message's fault, not the engine's, and retrying cannot help.
+            explanation = str(exc.explanation or exc)
+            if any(
+                s in explanation
+                for s in ("executable file not found", "no such file or directory", "permission denied")
+            ):
+                raise JobFailed(
+                    f"container command could not start: {explanation}", reason="cannot-start"
+                ) from exc
+            raise
 
     @staticmethod
     def _demultiplex(attached: Any, request: ExecutionRequest) -> None:

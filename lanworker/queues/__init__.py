@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lanworker.errors import ConfigError
-from lanworker.queues.base import DeadLetter, Queue, ReceivedMessage
+from lanworker.queues.base import DeadLetter, Queue, ReceivedMessage, SinglePass
 from lanworker.queues.local import LocalQueue
 from lanworker.queues.sqs import SqsQueue
 
@@ -15,6 +15,7 @@ __all__ = [
     "LocalQueue",
     "Queue",
     "ReceivedMessage",
+    "SinglePass",
     "SqsQueue",
     "open_queue",
 ]

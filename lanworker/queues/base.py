@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,35 @@ class Queue(Protocol):
 
     def check(self) -> None:
         """Raise QueueUnreachable if the queue cannot be used."""
+
+
+class SinglePass:
+    """--once: each message is handled at most once per run.
+
+    A message that comes back during the run (released, or its visibility expired) is held
+    hidden until the run ends instead of being released at once; otherwise it would stand
+    at the head of the queue and hide the messages behind it.
+    """
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.seen: set[str] = set()
+        self.held: dict[str, ReceivedMessage] = {}
+
+    def first_sightings(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
+        fresh = []
+        for message in messages:
+            if message.message_id in self.seen:
+                self.held[message.message_id] = message  # the newest receipt is the valid one
+            else:
+                self.seen.add(message.message_id)
+                fresh.append(message)
+        return fresh
+
+    def finish(self) -> None:
+        for message in self.held.values():
+            try:
+                self.queue.release(message)
+            except Exception as exc:
+                logger.warning("could not release %s at the end of the run: %s", message.message_id, exc)
+        self.held.clear()

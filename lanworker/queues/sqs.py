@@ -210,24 +210,27 @@ class SqsQueue:
     def list_dead_letters(self, limit: int) -> list[DeadLetter]:
         """Peeks: messages are received with a short timeout and made visible again."""
         dead_letters = self._dead_letter_queue()
-        seen: dict[str, DeadLetter] = {}
-        while len(seen) < limit:
-            batch = dead_letters.receive(min(MAX_BATCH, limit - len(seen)), 1, 30)
-            if not batch:
-                break
-            for message in batch:
-                seen.setdefault(
-                    message.message_id,
-                    DeadLetter(
-                        message.message_id,
-                        message.body,
-                        message.attributes.get(REASON_ATTRIBUTE, "(moved by redrive policy)"),
-                        message.receive_count,
-                        message.attributes,
-                    ),
-                )
+        peeked: list[ReceivedMessage] = []
+        try:
+            # Received messages stay hidden until the end, so none is counted twice.
+            while len(peeked) < limit:
+                batch = dead_letters.receive(min(MAX_BATCH, limit - len(peeked)), 1, 60)
+                if not batch:
+                    break
+                peeked.extend(batch)
+        finally:
+            for message in peeked:
                 dead_letters.release(message)
-        return list(seen.values())
+        return [
+            DeadLetter(
+                message.message_id,
+                message.body,
+                message.attributes.get(REASON_ATTRIBUTE, "(moved by redrive policy)"),
+                message.receive_count,
+                message.attributes,
+            )
+            for message in peeked
+        ]
 
     def redrive(self, limit: int) -> int:
         dead_letters = self._dead_letter_queue()

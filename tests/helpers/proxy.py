@@ -20,6 +20,8 @@ class FlakyProxy:
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = False
+        self.refused = 0  # connections refused while down: proof the outage was felt
+        self.cut = 0  # open connections cut by down()
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     @property
@@ -30,6 +32,7 @@ class FlakyProxy:
         """Refuse new connections and cut the open ones, as a failed endpoint would."""
         self._up.clear()
         with self._lock:
+            self.cut += len(self._connections)
             for connection in list(self._connections):
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
@@ -51,6 +54,7 @@ class FlakyProxy:
             except OSError:
                 return
             if not self._up.is_set():
+                self.refused += 1
                 client.close()
                 continue
             try:
