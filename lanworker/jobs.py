@@ -20,6 +20,7 @@ from lanworker import __version__
 from lanworker.config import WorkerConfig
 from lanworker.errors import InvalidMessage, JobFailed, TransientError
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, Executor, make_sinks, open_stdin
+from lanworker.logs import current_job
 from lanworker.messages import CommandMessage, decode, from_document
 from lanworker.metrics import Metrics
 from lanworker.queues import ReceivedMessage
@@ -102,11 +103,13 @@ class JobRunner:
     # ----------------------------------------------------------------- entry point
     def run(self, received: ReceivedMessage, should_stop: Callable[[], str | None]) -> Outcome:
         job_id = received.message_id
+        current_job.set(job_id)
         reply_to: str | None = None
         try:
             document = decode(received.body)
             if isinstance(document, dict):
                 job_id = str(document.get("id") or job_id)
+                current_job.set(job_id)
                 reply_to = document["reply_to"] if isinstance(document.get("reply_to"), str) else None
             if not isinstance(document, dict):
                 raise InvalidMessage(f"message must be a JSON object, got {type(document).__name__}")

@@ -6,10 +6,24 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 # The stable set of `extra` keys modules attach to records.
 EXTRA_KEYS = ("job_id", "action", "result")
+
+# The job the current thread (or task submitted on its behalf) works for, so that every
+# line logged during a job carries its job_id, even from modules that do not know it.
+current_job: ContextVar[str | None] = ContextVar("lanworker_current_job", default=None)
+
+
+class JobContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "job_id", None) is None:
+            job_id = current_job.get()
+            if job_id is not None:
+                record.job_id = job_id
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,6 +58,7 @@ def configure_logging(log_format: str | None, level: str) -> None:
     chosen = log_format or ("text" if sys.stderr.isatty() else "json")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    handler.addFilter(JobContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

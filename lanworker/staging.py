@@ -8,6 +8,7 @@ re-uploads an input.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from lanworker.errors import InvalidMessage, JobFailed
@@ -25,6 +27,8 @@ from lanworker.storage import S3Location, Storage, TransferRecord, local_path
 logger = logging.getLogger(__name__)
 
 PathMapper = Callable[[Path], str]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def safe_relative(key: str, what: str) -> PurePosixPath:
@@ -196,7 +200,7 @@ def stage_inputs(
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
         for (prefix, required), found in zip(
             prefix_listings,
-            pool.map(lambda item: storage.list_prefix(item[0]), prefix_listings),
+            pool.map(_in_context(lambda item: storage.list_prefix(item[0])), prefix_listings),
             strict=True,
         ):
             if not found:
@@ -205,7 +209,9 @@ def stage_inputs(
                 logger.warning("input prefix %s matched no objects", prefix, extra={"action": "staging"})
             for uri in found:
                 downloads.setdefault(uri, workspace.input_path(uri, f"object {uri} under {prefix}"))
-        records = list(pool.map(lambda item: storage.download(item[0], item[1]), downloads.items()))
+        records = list(
+            pool.map(_in_context(lambda item: storage.download(item[0], item[1])), downloads.items())
+        )
 
     return StagedJob(argv=argv, uploads=uploads, output_prefixes=output_prefixes, downloads=records)
 
@@ -253,8 +259,14 @@ def collect_uploads(staged: StagedJob) -> list[tuple[Path, str]]:
     return [(path, uri) for uri, path in pairs.items()]
 
 
+def _in_context(function: Callable[[T], R]) -> Callable[[T], R]:
+    """Run a pool task in the submitting thread's context (its job id for the logs)."""
+    context = contextvars.copy_context()
+    return lambda item: context.copy().run(function, item)
+
+
 def upload_outputs(
     pairs: list[tuple[Path, str]], storage: Storage, transfer_concurrency: int
 ) -> list[TransferRecord]:
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="upload") as pool:
-        return list(pool.map(lambda pair: storage.upload(pair[0], pair[1]), pairs))
+        return list(pool.map(_in_context(lambda pair: storage.upload(pair[0], pair[1])), pairs))

@@ -69,6 +69,47 @@ def test_sigkill_mid_job_is_completed_by_another_worker(
     assert lost == 0
 
 
+def test_sigkill_mid_container_job_leaves_no_container(
+    queue_factory, spawn_worker, work_root, busybox_image, docker_client
+) -> None:
+    queue, results = queue_factory(), queue_factory()
+    SqsQueue(queue).send(
+        json.dumps(
+            {
+                "id": "killed-container",
+                "service": busybox_image,
+                "command": {
+                    "arguments": [
+                        {"type": "parameter", "value": "sleep"},
+                        {"type": "parameter", "value": "4"},
+                    ]
+                },
+            }
+        )
+    )
+    options = ("--visibility-timeout-s", "3", "--allow-image", "lanworker-test/*")
+    first = spawn_worker(queue, *options, mode="docker", worker_id="first-docker")
+
+    def containers() -> list[Any]:
+        return list(
+            docker_client.api.containers(all=True, filters={"label": "lanworker.job_id=killed-container"})
+        )
+
+    wait_until(lambda: bool(containers()), what="the container to start")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert containers(), "the container outlives a SIGKILLed worker until someone cleans up"
+    second = spawn_worker(queue, *options, "--results", results, mode="docker", worker_id="second-docker")
+    found = wait_for_results(results, ["killed-container"], 60)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == cli.EXIT_STOPPED
+    [result] = found["killed-container"]
+    assert result["state"] == "succeeded" and result["receive_count"] == 2
+    assert containers() == []
+    assert not any(work_root.glob("*/*")), "no job dir left"
+    summary("sigkill-mid-container", 1, *tally(["killed-container"], found))
+
+
 def test_sigterm_mid_job_and_during_long_poll_release_at_once(
     sqs, queue_factory, spawn_worker, tmp_path
 ) -> None:

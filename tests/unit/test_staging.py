@@ -115,3 +115,16 @@ def test_workspace_removal_handles_read_only_dirs(tmp_path: Path) -> None:
     locked.chmod(0o500)
     workspace.remove()
     assert not workspace.root.exists()
+
+
+def test_docker_host_workdir_maps_bind_mount_sources(tmp_path: Path) -> None:
+    from lanworker.executors.docker import DockerExecutor
+
+    work_root = tmp_path / "work"
+    workspace = Workspace(work_root / "worker-1" / "job-1", allow_local_files=True)
+    same_path = DockerExecutor(["*"], "worker-1", work_root)
+    assert same_path.host_path(workspace) == str(workspace.root)
+    mapped = DockerExecutor(["*"], "worker-1", work_root, host_workdir=Path("/srv/lanworker"))
+    assert mapped.host_path(workspace) == "/srv/lanworker/worker-1/job-1"
+    to_container = mapped.path_mapper(workspace)
+    assert to_container(workspace.inputs / "s3" / "b" / "k.txt") == "/job/in/s3/b/k.txt"
