@@ -71,6 +71,9 @@ def _worker_options() -> argparse.ArgumentParser:
     add("--upload-on-failure", action="store_true", default=None)
     add("--capture-bytes", type=int, help="cap of piped stdout/stderr kept in the result")
     add("--transfer-concurrency", type=int)
+    add(
+        "--retry-budget-s", type=float, help="how long a storage call retries transient failures (default 60)"
+    )
     add("--allow-local-files", action=argparse.BooleanOptionalAction, default=None)
     add("--log-format", choices=("json", "text"))
     add("--log-level")
@@ -148,7 +151,7 @@ def make_executor(config: WorkerConfig) -> Executor:
 
 
 def build_worker(config: WorkerConfig) -> Worker:
-    storage = Storage(transfer_concurrency=config.transfer_concurrency)
+    storage = Storage(transfer_concurrency=config.transfer_concurrency, retry_budget_s=config.retry_budget_s)
     queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
     queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
     events = EventPublisher(config.events_url, config.worker_id, queues)

@@ -50,6 +50,7 @@ class WorkerConfig:
     upload_on_failure: bool = False
     capture_bytes: int = 1024 * 1024
     transfer_concurrency: int = 8
+    retry_budget_s: float = 60.0  # how long one storage call retries transient failures
     allow_local_files: bool | None = None  # None: allowed only on the embedded local queue
     log_format: str | None = None  # None: json when stderr is not a TTY
     log_level: str = "INFO"

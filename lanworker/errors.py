@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,11 +18,12 @@ import requests.exceptions
 import urllib3.exceptions
 from tenacity import (
     RetryCallState,
-    retry,
+    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_random_exponential,
+    wait_exponential,
+    wait_random,
 )
 
 logger = logging.getLogger(__name__)
@@ -152,25 +154,30 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 def retry_transient(
-    attempts: int = 5, max_wait_s: float = 8.0, max_total_s: float = 60.0
+    attempts: int = 12, max_wait_s: float = 10.0, max_total_s: float = 60.0
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Retry a call on TransientError with exponential backoff and full jitter.
+    """Retry a method on TransientError with exponential backoff plus jitter.
 
-    The wrapped call must translate its own low-level exceptions into TransientError
-    (see `translate_boto_errors`), so only failures known to be retryable are retried.
+    The waits grow 0.5, 1, 2, 4, 8, 10, 10 ... s (each plus up to 0.5 s of jitter), so an
+    outage of several seconds is ridden out, until `max_total_s`, or the instance's own
+    `retry_budget_s` when it has one (the worker's --retry-budget-s). The wrapped call must
+    translate its low-level exceptions into TransientError itself, so only failures known
+    to be retryable are retried.
     """
-    decorator: Callable[[Callable[..., T]], Callable[..., T]] = retry(
-        retry=retry_if_exception_type(TransientError),
-        wait=wait_random_exponential(multiplier=0.2, max=max_wait_s),
-        stop=stop_after_attempt(attempts) | stop_after_delay(max_total_s),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
+
+    def decorator(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            budget = getattr(args[0], "retry_budget_s", None) if args else None
+            retrying = Retrying(
+                retry=retry_if_exception_type(TransientError),
+                wait=wait_exponential(multiplier=0.5, max=max_wait_s) + wait_random(0, 0.5),
+                stop=stop_after_attempt(attempts) | stop_after_delay(min(max_total_s, budget or max_total_s)),
+                before_sleep=_log_retry,
+                reraise=True,
+            )
+            return retrying(fn, *args, **kwargs)
+
+        return wrapper
+
     return decorator
-
-
-def call_with_retry(
-    fn: Callable[..., T], *args: Any, attempts: int = 5, max_total_s: float = 60.0, **kwargs: Any
-) -> T:
-    wrapped = retry_transient(attempts=attempts, max_total_s=max_total_s)(fn)
-    return wrapped(*args, **kwargs)

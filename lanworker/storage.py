@@ -156,7 +156,10 @@ class HashingWriter(HashingReader):
 class Storage:
     """Thread-safe: one instance is shared by all jobs of a worker."""
 
-    def __init__(self, transfer_concurrency: int = 8, multipart_threshold_mb: int = 16) -> None:
+    def __init__(
+        self, transfer_concurrency: int = 8, multipart_threshold_mb: int = 16, retry_budget_s: float = 60.0
+    ) -> None:
+        self.retry_budget_s = retry_budget_s  # read by retry_transient
         self._lock = threading.Lock()
         self._client: Any = None
         self._transfer_config = TransferConfig(

@@ -88,7 +88,7 @@ def test_oversized_and_infrastructure_poison_on_the_local_queue(tmp_path: Path, 
         queue.send(body)
     results = queue.sibling("results")
     for _ in range(3):  # each --once run handles a message at most once; redeliveries come in later runs
-        worker_factory(queue_url=queue.url, results_url=results.url, max_receives=2).run()
+        worker_factory(queue_url=queue.url, results_url=results.url, max_receives=2, retry_budget_s=2.0).run()
     letters = {letter.body: letter.reason for letter in queue.list_dead_letters(10)}
     assert set(letters) == {oversized, infrastructure}
     assert "over the 262144 byte limit" in letters[oversized]
