@@ -20,6 +20,7 @@ import boto3
 
 from lanworker.cli import build_worker
 from lanworker.config import build_config
+from lanworker.queues import LocalQueue
 from tests.helpers.moto import MotoServer, apply_environment, free_port
 
 TRIVIAL_JOB = json.dumps({"service": "true", "command": {"arguments": []}})
@@ -40,6 +41,18 @@ def naive_loop(sqs: object, url: str, count: int) -> float:
             json.loads(message["Body"])
             subprocess.run(["true"], check=False)
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])  # type: ignore[attr-defined]
+            done += 1
+    return time.perf_counter() - started
+
+
+def naive_local_loop(queue: LocalQueue, count: int) -> float:
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        for message in queue.receive(1, 1, 300):
+            json.loads(message.body)
+            subprocess.run(["true"], check=False)
+            queue.delete(message)
             done += 1
     return time.perf_counter() - started
 
@@ -86,9 +99,27 @@ def main() -> int:
                 rows.append((f"lanworker --concurrency {concurrency}", elapsed))
         finally:
             server.stop()
-    print(f"{args.jobs} trivial jobs (`true`) through SQS on moto_server")
-    for name, elapsed in rows:
-        print(f"  {name:40s} {args.jobs / elapsed:8.1f} jobs/s  ratio vs naive {baseline / elapsed:5.2f}x")
+        # The same on the embedded queue, which separates the worker's own overhead from
+        # moto_server's (a single Python process sharing the two cores).
+        local_rows = []
+        queue = LocalQueue(f"local:{scratch}/bench.db#naive")
+        for _ in range(args.jobs):
+            queue.send(TRIVIAL_JOB)
+        local_baseline = naive_local_loop(queue, args.jobs)
+        local_rows.append(("naive loop (receive 1, run, delete)", local_baseline))
+        for concurrency in (1, 8):
+            queue = LocalQueue(f"local:{scratch}/bench.db#c{concurrency}")
+            for _ in range(args.jobs):
+                queue.send(TRIVIAL_JOB)
+            elapsed = lanworker_run(queue.url, concurrency, Path(scratch) / f"work-local-{concurrency}")
+            local_rows.append((f"lanworker --concurrency {concurrency}", elapsed))
+    for title, table, base in (
+        ("through SQS on moto_server", rows, baseline),
+        ("through the embedded local queue", local_rows, local_baseline),
+    ):
+        print(f"{args.jobs} trivial jobs (`true`) {title}")
+        for name, elapsed in table:
+            print(f"  {name:40s} {args.jobs / elapsed:8.1f} jobs/s  ratio vs naive {base / elapsed:5.2f}x")
     return 0
 
 

@@ -44,6 +44,11 @@ class NativeExecutor:
     def __init__(
         self, base_command: tuple[str, ...], work_root: Path, term_grace_s: float = TERM_GRACE_S
     ) -> None:
+        # Jobs run with their job dir as cwd, so a relative program path ('./tool',
+        # '.venv/bin/python') is made absolute against the worker's own cwd now.
+        program = base_command[0] if base_command else ""
+        if "/" in program and not os.path.isabs(program):
+            base_command = (os.path.abspath(program), *base_command[1:])
         self.base_command = base_command
         self.work_root = work_root
         self.term_grace_s = term_grace_s

@@ -62,3 +62,12 @@ def test_local_files_default_follows_queue_kind() -> None:
     assert build_config(NATIVE, {}).local_files_allowed
     sqs = build_config({**NATIVE, "queue_url": "https://sqs.us-east-1.amazonaws.com/1/q"}, {})
     assert not sqs.local_files_allowed
+
+
+def test_relative_program_paths_are_made_absolute(tmp_path, monkeypatch) -> None:
+    from lanworker.executors.native import NativeExecutor
+
+    monkeypatch.chdir(tmp_path)
+    executor = NativeExecutor((".venv/bin/python", "script.py"), tmp_path)
+    assert executor.base_command == (str(tmp_path / ".venv/bin/python"), "script.py")
+    assert NativeExecutor(("python3", "x"), tmp_path).base_command == ("python3", "x")
