@@ -64,7 +64,7 @@ def lanworker_run(url: str, concurrency: int, work_root: Path) -> float:
             "base_command": ("true",),
             "queue_url": url,
             "once": True,
-            "wait_time_s": 1,
+            "wait_time_s": 0,  # everything is queued already: no long poll before exiting
             "concurrency": concurrency,
             "work_root": work_root,
             "log_level": "WARNING",
