@@ -299,9 +299,9 @@ class Storage:
                 response = self.s3.get_object(Bucket=location.bucket, Key=location.key)
                 body: BinaryIO = response["Body"]
                 return body
-            if scheme == "file":
-                return local_path(uri).open("rb")
-            stream: BinaryIO = smart_open.open(uri, "rb", compression="disable")
+            # file://, plain paths and http(s):// alike; never decompressed, bytes are bytes.
+            target = str(local_path(uri)) if scheme == "file" else uri
+            stream: BinaryIO = smart_open.open(target, "rb", compression="disable")
             return stream
         except Exception as exc:
             raise self._translate(exc, "read", uri) from exc

@@ -169,9 +169,12 @@ class Worker:
             except BlockingIOError:
                 probe.close()  # that worker is alive
         self.executor.cleanup_stale([self.config.worker_id, *dead])
-        remove_tree(root / self.config.worker_id)
+        # --keep-workdir is for debugging: job dirs stay until a worker runs without it.
+        if not self.config.keep_workdir:
+            remove_tree(root / self.config.worker_id)
         for worker_id, held in dead.items():
-            remove_tree(root / worker_id)
+            if not self.config.keep_workdir:
+                remove_tree(root / worker_id)
             (root / f"{worker_id}.lock").unlink(missing_ok=True)
             held.close()
         if dead:
@@ -179,7 +182,8 @@ class Worker:
 
     def _release_work_root(self) -> None:
         if self._lock_file is not None:
-            remove_tree(self.config.work_root / self.config.worker_id)
+            if not self.config.keep_workdir:
+                remove_tree(self.config.work_root / self.config.worker_id)
             Path(self._lock_file.name).unlink(missing_ok=True)
             self._lock_file.close()
             self._lock_file = None

@@ -88,3 +88,17 @@ def test_sigterm_exit_code_with_json_logs(tmp_path: Path) -> None:
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == cli.EXIT_STOPPED
     assert all(json.loads(line)["level"] for line in log.read_text().splitlines())
+
+
+def test_events_to_an_sns_topic(sqs, queue_factory, worker_factory) -> None:
+    import boto3
+
+    queue, subscriber = queue_factory(), queue_factory()
+    sns = boto3.client("sns")
+    topic = sns.create_topic(Name="lanworker-events")["TopicArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=subscriber, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    SqsQueue(queue).send(json.dumps({"id": "via-sns", "service": "tool", "command": {"arguments": []}}))
+    worker_factory(queue_url=queue, events_url=topic).run()
+    states = [e["state"] for e in receive_all(subscriber) if e["job_id"] == "via-sns"]
+    assert states == ["received", "staging", "running", "uploading", "succeeded"]

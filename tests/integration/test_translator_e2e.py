@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,25 @@ def test_check_and_dry_run_work_offline(tmp_path: Path) -> None:
         completed.returncode == cli.EXIT_CONFIG
         and "rule broken renders an invalid command" in completed.stdout
     )
+
+
+def test_fifo_target_drops_a_redelivered_event(moto_server, queue_factory, rules_file) -> None:
+    events, dead = queue_factory(), queue_factory()
+    jobs = queue_factory(f"jobs-{uuid.uuid4().hex[:8]}.fifo", {"FifoQueue": "true"})
+    event = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": "b2"}, "object": {"key": "incoming/x", "sequencer": "0A"}},
+                }
+            ]
+        }
+    )
+    SqsQueue(events).send(event)
+    SqsQueue(events).send(event)  # the same S3 change delivered twice (at-least-once)
+    translate_once(moto_server, rules_file("b2", jobs), events, dead)
+    commands = SqsQueue(jobs).receive(10, 1, 30)
+    assert len(commands) == 1, "MessageDeduplicationId made SQS drop the duplicate"
+    assert SqsQueue(events).receive(10, 0, 30) == []
