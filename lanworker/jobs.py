@@ -107,12 +107,12 @@ class JobRunner:
         reply_to: str | None = None
         try:
             document = decode(received.body)
-            if isinstance(document, dict):
-                job_id = str(document.get("id") or job_id)
-                current_job.set(job_id)
-                reply_to = document["reply_to"] if isinstance(document.get("reply_to"), str) else None
             if not isinstance(document, dict):
                 raise InvalidMessage(f"message must be a JSON object, got {type(document).__name__}")
+            # Known before validation, so that even an invalid message's result finds its sender.
+            job_id = str(document.get("id") or job_id)
+            current_job.set(job_id)
+            reply_to = document["reply_to"] if isinstance(document.get("reply_to"), str) else None
             message = from_document(document)
             self.executor.check_message(message)
         except InvalidMessage as exc:
@@ -224,7 +224,7 @@ class JobRunner:
             with Phase(self, job_id, timings, "uploading"):
                 result.outputs = self._upload(workspace, message, staged, succeeded)
             if should_stop() == "lease-lost":
-                return Outcome(ABANDON)
+                return self._stopped(job_id, message, result, "lease-lost")
             if succeeded:
                 result.state = "succeeded"
             else:
