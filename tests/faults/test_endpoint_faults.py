@@ -139,3 +139,29 @@ def test_sqs_down_while_jobs_run(monkeypatch, proxy, queue_factory, worker_facto
         r[0]["state"] == "succeeded" and r[0]["receive_count"] == 1 for r in found.values()
     )
     assert SqsQueue(queue).receive(10, 0, 30) == []
+
+
+def test_receive_loop_survives_an_sqs_outage(monkeypatch, proxy, queue_factory, worker_factory) -> None:
+    queue, results = queue_factory(), queue_factory()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.endpoint)
+    worker = worker_factory(queue_url=queue, results_url=results, once=False, wait_time_s=1)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    time.sleep(1)
+    proxy.down()
+    time.sleep(5)
+    errors_during_outage = worker.metrics.receive_errors._value.get()
+    proxy.up()
+    SqsQueue(queue).send(json.dumps({"id": "after-outage", "service": "tool", "command": {"arguments": []}}))
+    found: dict[str, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + 60
+    while "after-outage" not in found and time.monotonic() < deadline:
+        for result in receive_all(results):
+            found.setdefault(result["job_id"], []).append(result)
+        time.sleep(0.5)
+    worker.request_shutdown()
+    runner.join(timeout=60)
+    assert errors_during_outage > 0 or proxy.refused > 0, "the outage must have hit the receive loop"
+    assert not runner.is_alive()
+    summary("sqs-down-while-idle", 1, *tally(["after-outage"], found))
+    assert found["after-outage"][0]["state"] == "succeeded"
