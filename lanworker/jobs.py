@@ -34,6 +34,9 @@ DELETE = "delete"
 DEAD_LETTER = "dead-letter"
 RELEASE = "release"
 ABANDON = "abandon"  # the lease is gone: touching the message now would use a stale receipt
+# A message released after an infrastructure failure waits this long before it is seen
+# again, so a persistent outage does not become a hot receive-fail-release loop.
+TRANSIENT_BACKOFF_S = 5
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Outcome:
     requeue_body: str | None = None
     requeue_delay_s: int = 0
     error: str | None = None  # why a released message was released
+    release_delay_s: int = 0
 
 
 @dataclass
@@ -252,7 +256,7 @@ class JobRunner:
                 extra={"job_id": job_id, "action": "released"},
             )
             self.events.publish(job_id, "released", error=str(exc))
-            return Outcome(RELEASE, error=str(exc))
+            return Outcome(RELEASE, error=str(exc), release_delay_s=TRANSIENT_BACKOFF_S)
         finally:
             if self.config.keep_workdir:
                 logger.info(

@@ -18,7 +18,7 @@ from typing import IO
 from lanworker.config import WorkerConfig
 from lanworker.errors import ConfigError, QueueUnreachable, StaleReceipt, TransientError
 from lanworker.executors.base import Executor
-from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, JobRunner, Outcome
+from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, TRANSIENT_BACKOFF_S, JobRunner, Outcome
 from lanworker.metrics import Metrics
 from lanworker.queues import Queue, ReceivedMessage, SinglePass
 from lanworker.results import EventPublisher, ResultReporter
@@ -265,7 +265,9 @@ class Worker:
             logger.exception(
                 "unexpected error in job %s; releasing it", message.message_id, extra={"action": "error"}
             )
-            outcome = Outcome(RELEASE, error="unexpected error in the worker")
+            outcome = Outcome(
+                RELEASE, error="unexpected error in the worker", release_delay_s=TRANSIENT_BACKOFF_S
+            )
         finally:
             lease.stop()
             self.metrics.in_flight.dec()
@@ -281,7 +283,7 @@ class Worker:
             return
         if outcome.action == RELEASE:
             self.metrics.jobs.labels("released").inc()
-            self._safely(self.queue.release, message, "release", outcome.error)
+            self._safely(self.queue.release, message, "release", outcome.error, outcome.release_delay_s)
             return
         if outcome.result is not None:
             outcome.result.receive_count = message.receive_count

@@ -42,8 +42,8 @@ class Queue(Protocol):
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         """Hide the message for timeout_s from now (the heartbeat)."""
 
-    def release(self, message: ReceivedMessage, error: str | None = None) -> None:
-        """Make the message visible again at once, for another worker to take.
+    def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
+        """Make the message visible again, at once or after delay_s, for any worker to take.
 
         `error` is kept as the message's last error where the backend can store it.
         """

@@ -204,11 +204,11 @@ class LocalQueue:
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._update_owned(message, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
 
-    def release(self, message: ReceivedMessage, error: str | None = None) -> None:
+    def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         self._update_owned(
             message,
             "UPDATE messages SET visible_at = ?, receipt = NULL, last_error = COALESCE(?, last_error)",
-            (time.time(), error),
+            (time.time() + max(0, delay_s), error),
         )
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:

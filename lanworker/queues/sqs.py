@@ -130,9 +130,9 @@ class SqsQueue:
         except Exception as exc:
             raise _translate(exc, "change visibility", self.url) from exc
 
-    def release(self, message: ReceivedMessage, error: str | None = None) -> None:
+    def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         # SQS cannot annotate a message in flight; the error is in the log and the events.
-        self.change_visibility(message, 0)
+        self.change_visibility(message, max(0, delay_s))
 
     @retry_transient()
     def send(

@@ -165,3 +165,54 @@ def test_receive_loop_survives_an_sqs_outage(monkeypatch, proxy, queue_factory, 
     assert not runner.is_alive()
     summary("sqs-down-while-idle", 1, *tally(["after-outage"], found))
     assert found["after-outage"][0]["state"] == "succeeded"
+
+
+def test_docker_engine_down_then_back(
+    monkeypatch, busybox_image, queue_factory, worker_factory, tmp_path
+) -> None:
+    engine = FlakyProxy(target_socket="/var/run/docker.sock", listen_socket=str(tmp_path / "docker.sock"))
+    monkeypatch.setenv("DOCKER_HOST", engine.endpoint)
+    queue, results = queue_factory(), queue_factory()
+    SqsQueue(queue).send(
+        json.dumps(
+            {
+                "id": "engine-outage",
+                "service": busybox_image,
+                "command": {
+                    "stdout": {"type": "pipe", "value": None},
+                    "arguments": [
+                        {"type": "parameter", "value": "echo"},
+                        {"type": "parameter", "value": "engine is back"},
+                    ],
+                },
+            }
+        )
+    )
+    worker = worker_factory(
+        mode="docker",
+        base_command=(),
+        allow_images=("lanworker-test/*",),
+        queue_url=queue,
+        results_url=results,
+        once=False,
+        wait_time_s=1,
+    )
+    engine.down()
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    time.sleep(3)  # the job meets the outage and is released with a backoff
+    engine.up()
+    found: dict[str, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + 60
+    while "engine-outage" not in found and time.monotonic() < deadline:
+        for result in receive_all(results):
+            found.setdefault(result["job_id"], []).append(result)
+        time.sleep(0.5)
+    worker.request_shutdown()
+    runner.join(timeout=60)
+    engine.close()
+    assert engine.refused > 0, "the outage must have hit the worker's docker calls"
+    summary("docker-engine-down", 1, *tally(["engine-outage"], found))
+    [result] = found["engine-outage"]
+    assert result["state"] == "succeeded" and result["stdout"]["text"] == "engine is back\n"
+    assert result["receive_count"] == 2

@@ -1,5 +1,5 @@
-"""A TCP proxy on 127.0.0.1 that can be taken down and brought back, to cut an endpoint
-(S3 or SQS on moto_server) without losing moto's in-memory state."""
+"""A proxy that can be taken down and brought back, to cut an endpoint without losing its
+state: TCP on 127.0.0.1 for S3 or SQS on moto_server, or a unix socket for the docker engine."""
 
 from __future__ import annotations
 
@@ -11,14 +11,26 @@ from tests.helpers.moto import free_port
 
 
 class FlakyProxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(
+        self,
+        target_port: int | None = None,
+        target_socket: str | None = None,
+        listen_socket: str | None = None,
+    ) -> None:
         self.target_port = target_port
+        self.target_socket = target_socket
+        self.listen_socket = listen_socket
         self.port = free_port()
         self._up = threading.Event()
         self._up.set()
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        if listen_socket:
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(listen_socket)
+            self._listener.listen(64)
+        else:
+            self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = False
         self.refused = 0  # connections refused while down: proof the outage was felt
         self.cut = 0  # open connections cut by down()
@@ -26,7 +38,16 @@ class FlakyProxy:
 
     @property
     def endpoint(self) -> str:
+        if self.listen_socket:
+            return f"unix://{self.listen_socket}"
         return f"http://127.0.0.1:{self.port}"
+
+    def _connect_upstream(self) -> socket.socket:
+        if self.target_socket:
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target_socket)
+            return upstream
+        return socket.create_connection(("127.0.0.1", self.target_port or 0), timeout=5)
 
     def down(self) -> None:
         """Refuse new connections and cut the open ones, as a failed endpoint would."""
@@ -58,7 +79,7 @@ class FlakyProxy:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream = self._connect_upstream()
                 upstream.settimeout(None)
             except OSError:
                 client.close()
