@@ -17,7 +17,7 @@ import pytest
 from lanworker.queues import SqsQueue
 from tests.helpers.aws_fixtures import TOOL
 from tests.helpers.moto import MotoServer
-from tests.helpers.processes import cli_env, start_cli
+from tests.helpers.processes import cli_env, start_cli, wait_until
 
 FINAL_STATES = ("succeeded", "failed", "canceled")
 
@@ -105,3 +105,16 @@ def tool_job(job_id: str, *arguments: tuple[str, object], **extra: Any) -> str:
             **extra,
         }
     )
+
+
+def wait_for_results(
+    results_url: str, job_ids: list[str], timeout_s: float
+) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+
+    def all_final() -> bool:
+        collect_results(results_url, found)
+        return tally(job_ids, found)[1] == 0
+
+    wait_until(all_final, timeout_s, what=f"results of {len(job_ids)} jobs")
+    return found

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lanworker.queues import SqsQueue
-from tests.faults.conftest import tally
+from tests.faults.conftest import tally, wait_for_results
 from tests.helpers.aws_fixtures import receive_all
 from tests.helpers.faults import summary
 from tests.helpers.moto import MotoServer
@@ -153,12 +153,7 @@ def test_receive_loop_survives_an_sqs_outage(monkeypatch, proxy, queue_factory, 
     errors_during_outage = worker.metrics.receive_errors._value.get()
     proxy.up()
     SqsQueue(queue).send(json.dumps({"id": "after-outage", "service": "tool", "command": {"arguments": []}}))
-    found: dict[str, list[dict[str, Any]]] = {}
-    deadline = time.monotonic() + 60
-    while "after-outage" not in found and time.monotonic() < deadline:
-        for result in receive_all(results):
-            found.setdefault(result["job_id"], []).append(result)
-        time.sleep(0.5)
+    found = wait_for_results(results, ["after-outage"], 60)
     worker.request_shutdown()
     runner.join(timeout=60)
     assert errors_during_outage > 0 or proxy.refused > 0, "the outage must have hit the receive loop"
@@ -202,12 +197,7 @@ def test_docker_engine_down_then_back(
     runner.start()
     time.sleep(3)  # the job meets the outage and is released with a backoff
     engine.up()
-    found: dict[str, list[dict[str, Any]]] = {}
-    deadline = time.monotonic() + 60
-    while "engine-outage" not in found and time.monotonic() < deadline:
-        for result in receive_all(results):
-            found.setdefault(result["job_id"], []).append(result)
-        time.sleep(0.5)
+    found = wait_for_results(results, ["engine-outage"], 60)
     worker.request_shutdown()
     runner.join(timeout=60)
     engine.close()

@@ -14,26 +14,13 @@ import pytest
 
 from lanworker import cli
 from lanworker.queues import SqsQueue
-from tests.faults.conftest import collect_results, process_group_alive, tally, tool_job
+from tests.faults.conftest import collect_results, process_group_alive, tally, tool_job, wait_for_results
 from tests.helpers.faults import summary
 from tests.helpers.processes import cli_env, run_cli, wait_until
 
 
 def records(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
-
-
-def wait_for_results(
-    results_url: str, job_ids: list[str], timeout_s: float
-) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
-
-    def all_final() -> bool:
-        collect_results(results_url, found)
-        return tally(job_ids, found)[1] == 0
-
-    wait_until(all_final, timeout_s, what=f"results of {len(job_ids)} jobs")
-    return found
 
 
 def visible_count(sqs: Any, url: str) -> int:
