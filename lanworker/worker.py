@@ -129,7 +129,7 @@ class Worker:
 
     # ----------------------------------------------------------------- lifecycle
     def request_shutdown(self) -> None:
-        """First call: graceful. Second call: force. Safe to call from a signal handler."""
+        """First call: graceful. Second call: force. Called by the signal watcher thread."""
         if self.shutdown.is_set():
             self.force.set()
         self.shutdown.set()
