@@ -17,25 +17,12 @@ from lanworker.queues import Queue, open_queue
 
 logger = logging.getLogger(__name__)
 
-JOB_STATES = (
-    "received",
-    "staging",
-    "running",
-    "uploading",
-    "succeeded",
-    "failed",
-    "canceled",
-    "retrying",
-    "released",
-    "dead-lettered",
-)
-
 
 @dataclass
 class JobResult:
     job_id: str
     service: str | None
-    state: str  # succeeded | failed | canceled | invalid | listening | retrying
+    state: str  # succeeded | failed | canceled | listening | retrying
     worker_id: str
     attempt: int = 1
     receive_count: int | None = None

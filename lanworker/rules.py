@@ -24,7 +24,6 @@ from lanworker.messages import schema_errors, validate_document
 from lanworker.s3events import ObjectEvent
 
 DEFAULT_EVENTS = ("ObjectCreated:*",)
-PLACEHOLDERS = ("bucket", "key", "url", "dir_url", "name", "stem", "ext", "size", "etag", "event", "time")
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

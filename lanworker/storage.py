@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -306,10 +305,6 @@ class Storage:
         except Exception as exc:
             raise self._translate(exc, "read", uri) from exc
 
-    def read_bytes(self, uri: str) -> bytes:
-        with self.open_read(uri) as stream:
-            return stream.read()
-
     @retry_transient()
     def write_bytes(self, uri: str, data: bytes) -> None:
         scheme = uri_scheme(uri)
@@ -374,8 +369,3 @@ class Storage:
         if isinstance(exc, OSError):
             return JobFailed(f"{action} {uri}: {exc}", reason="io-error")
         return JobFailed(f"{action} {uri}: {type(exc).__name__}: {exc}", reason="storage-error")
-
-
-def iter_chunks(stream: IO[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    while chunk := stream.read(size):
-        yield chunk

@@ -52,7 +52,6 @@ class Lease:
         self.config = config
         self.shutdown = shutdown
         self.job_id = message.message_id
-        self.received_at = time.monotonic()
         self.first_received_at = message.first_received_at or time.time()
         self.hidden_until = time.monotonic() + config.visibility_timeout_s
         self._reason: str | None = None

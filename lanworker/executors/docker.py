@@ -39,7 +39,7 @@ CONTAINER_JOB_DIR = "/job"
 LABEL_WORKER = "lanworker.worker_id"
 LABEL_JOB = "lanworker.job_id"
 WAIT_POLL_S = 0.5
-STDOUT, STDERR = 1, 2
+STDERR = 2  # the engine's stream id in attach frames; 1 is stdout
 REFUSED_NETWORKS = frozenset({"host"})
 
 
