@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -343,3 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_STOPPED
+    except Exception:
+        # A bug, not an environment problem: say so with its own code, traceback included.
+        traceback.print_exc()
+        return EXIT_INTERNAL

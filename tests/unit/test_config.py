@@ -71,3 +71,14 @@ def test_relative_program_paths_are_made_absolute(tmp_path, monkeypatch) -> None
     executor = NativeExecutor((".venv/bin/python", "script.py"), tmp_path)
     assert executor.base_command == (str(tmp_path / ".venv/bin/python"), "script.py")
     assert NativeExecutor(("python3", "x"), tmp_path).base_command == ("python3", "x")
+
+
+def test_an_unexpected_error_exits_with_the_internal_code(monkeypatch, capsys) -> None:
+    from lanworker import cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "run_validate", broken)
+    assert cli.main(["validate", "x.json"]) == cli.EXIT_INTERNAL
+    assert "RuntimeError: a bug" in capsys.readouterr().err
