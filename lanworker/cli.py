@@ -229,7 +229,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def _queue_url(args: argparse.Namespace) -> str:
-    return str(build_config({"queue_url": args.queue_url, "base_command": ("-",)}).queue_url)
+    return str(build_config({"mode": "client", "queue_url": args.queue_url}).queue_url)
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -305,7 +305,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    control = args.control_url or build_config({"base_command": ("-",)}).control_url
+    control = args.control_url or build_config({"mode": "client"}).control_url
     if not control:
         print(
             "cancel needs --control (or LANWORKER_CONTROL_URL): the workers' control location",

@@ -76,8 +76,9 @@ class WorkerConfig:
 
     def validate(self) -> WorkerConfig:
         problems = []
-        if self.mode not in ("native", "docker"):
-            problems.append(f"mode must be native or docker, not {self.mode!r}")
+        # 'client': submit, cancel, dead-letters and the translator, which run no jobs.
+        if self.mode not in ("native", "docker", "client"):
+            problems.append(f"mode must be native, docker or client, not {self.mode!r}")
         if self.mode == "native" and not self.base_command:
             problems.append("native mode needs a command: worker.py native CMD [ARGS...]")
         if self.mode == "docker" and not self.allow_images:

@@ -211,7 +211,7 @@ def run_translate(args: argparse.Namespace) -> int:
         return status
     config = build_config(
         {
-            "base_command": ("-",),
+            "mode": "client",
             "queue_url": args.queue_url,
             "dead_letter_queue_url": args.dead_letter_queue_url,
             "once": args.once,

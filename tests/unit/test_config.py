@@ -82,3 +82,8 @@ def test_an_unexpected_error_exits_with_the_internal_code(monkeypatch, capsys) -
     monkeypatch.setattr(cli, "run_validate", broken)
     assert cli.main(["validate", "x.json"]) == cli.EXIT_INTERNAL
     assert "RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_client_mode_needs_no_command_or_allowlist() -> None:
+    config = build_config({"mode": "client"}, {"LANWORKER_QUEUE": "local:/q.db#jobs"})
+    assert config.queue_url == "local:/q.db#jobs"
