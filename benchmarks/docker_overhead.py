@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import docker
 
-from lanworker.cli import build_worker
 from lanworker.config import build_config
 from lanworker.queues import LocalQueue
+from lanworker.worker import build_worker
 from tests.helpers.docker_images import build_busybox_image
 
 

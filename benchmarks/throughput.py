@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 
-from lanworker.cli import build_worker
 from lanworker.config import build_config
 from lanworker.queues import LocalQueue
+from lanworker.worker import build_worker
 from tests.helpers.moto import MotoServer, apply_environment, free_port
 
 TRIVIAL_JOB = json.dumps({"service": "true", "command": {"arguments": []}})

@@ -1,6 +1,8 @@
 """Command line: `worker.py native|docker|submit|validate|dead-letters|cancel|translate`.
 
-main() returns an exit code; each failure kind has its own so systemd can tell them apart.
+Every subcommand's argparse lives here. main() returns an exit code (`exitcodes.py`);
+each failure kind has its own so systemd can tell them apart, and no bad input ends in
+a traceback.
 """
 
 from __future__ import annotations
@@ -17,31 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from lanworker import __version__
-from lanworker.config import WorkerConfig, build_config
+from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config
 from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable
-from lanworker.executors.base import Executor
-from lanworker.executors.native import NativeExecutor
-from lanworker.jobs import JobRunner, cancel_marker
+from lanworker.executors.native import parse_base_command
+from lanworker.exitcodes import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_FORCED,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_QUEUE_UNREACHABLE,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+)
+from lanworker.jobs import cancel_marker
 from lanworker.logs import configure_logging
 from lanworker.messages import decode, validate_document
-from lanworker.metrics import HealthServer, Metrics, receive_loop_health
-from lanworker.queues import DEFAULT_LOCAL_QUEUE, LocalQueue, Queue, open_queue
-from lanworker.results import EventPublisher, QueueCache, ResultReporter
+from lanworker.metrics import HealthServer, receive_loop_health
+from lanworker.queues import LocalQueue, Queue, open_queue
 from lanworker.signals import SignalFlag
 from lanworker.storage import Storage
-from lanworker.translator import add_translate_parser, run_translate
-from lanworker.worker import Worker
+from lanworker.translator import run_translate
+from lanworker.worker import build_worker
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # a job failed (submit --wait), a message is invalid (validate)
-EXIT_USAGE = 2
-EXIT_QUEUE_UNREACHABLE = 69  # EX_UNAVAILABLE: the queue or its endpoint cannot be reached
-EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug
-EXIT_STOPPED = 75  # stopped by SIGTERM/SIGINT after a graceful drain
-EXIT_FORCED = 76  # stopped by a second signal before running jobs finished
-EXIT_CONFIG = 78  # EX_CONFIG: bad flags, environment or files; restarting will not help
+
+class UsageError(Exception):
+    """A file named on the command line cannot be read: exit 2."""
 
 
 def _worker_options() -> argparse.ArgumentParser:
@@ -76,6 +81,18 @@ def _worker_options() -> argparse.ArgumentParser:
         "--retry-budget-s", type=float, help="how long a storage call retries transient failures (default 60)"
     )
     add("--allow-local-files", action=argparse.BooleanOptionalAction, default=None)
+    add(
+        "--allow-private-http",
+        action="store_true",
+        default=None,
+        help="let http(s) inputs reach loopback, link-local and private addresses",
+    )
+    add(
+        "--allow-env",
+        action="append",
+        help="environment name glob messages may set although refused by default (repeatable)",
+    )
+    add("--max-job-disk-mb", type=int, help="stop a job whose job dir grows beyond this (reason disk-limit)")
     add("--log-format", choices=("json", "text"))
     add("--log-level")
     add("--metrics-port", type=int)
@@ -99,6 +116,8 @@ def _docker_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--max-memory-mb", type=int)
     add("--max-cpus", type=float)
+    add("--max-pids", type=int, help="largest pids limit a message may ask for (default 4096)")
+    add("--default-memory-mb", type=int, help="memory limit of containers that name none (default 2048)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker_options = _worker_options()
 
     native = commands.add_parser(
-        "native", parents=[worker_options], help="run each message as CMD ARGS... locally"
+        "native",
+        parents=[worker_options],
+        help="run each message as CMD ARGS... locally",
+        description="CMD may be given as `-- CMD ARGS...`, as one JSON array "
+        '(\'["python3", "my_script.py"]\') or unquoted ([python3, my_script.py]).',
     )
     native.add_argument("base_command", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
 
@@ -137,41 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id")
     cancel.add_argument("--control", dest="control_url")
 
-    add_translate_parser(commands)
+    _translate_parser(commands)
 
     return parser
 
 
-# --------------------------------------------------------------------- worker
-def make_executor(config: WorkerConfig) -> Executor:
-    if config.mode == "docker":
-        from lanworker.executors.docker import DockerExecutor
-
-        return DockerExecutor.from_config(config)
-    return NativeExecutor(config.base_command, config.work_root)
-
-
-def build_worker(config: WorkerConfig) -> Worker:
-    storage = Storage(transfer_concurrency=config.transfer_concurrency, retry_budget_s=config.retry_budget_s)
-    queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
-    queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
-    events = EventPublisher(config.events_url, config.worker_id, queues)
-    executor = make_executor(config)
-    metrics = Metrics()
-    runner = JobRunner(config, executor, storage, events, metrics)
-    return Worker(
-        config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics
+def _translate_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "translate", help="turn S3 event notifications into command messages by rules"
     )
+    parser.add_argument("--rules", type=Path, help="rules file (YAML or JSON)")
+    parser.add_argument("--queue", dest="queue_url", help="events queue (SQS URL or local:PATH#NAME)")
+    parser.add_argument("--dead-letter-queue", dest="dead_letter_queue_url")
+    parser.add_argument("--once", action="store_true", default=None)
+    parser.add_argument("--wait-time-s", type=int)
+    parser.add_argument("--visibility-timeout-s", type=int)
+    parser.add_argument("--log-format", choices=("json", "text"))
+    parser.add_argument(
+        "--check", action="store_true", help="validate rules and render each against a synthetic event"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the commands that EVENT files would produce"
+    )
+    parser.add_argument("paths", nargs="*", help="with --check: the rules file; with --dry-run: event files")
 
 
+# --------------------------------------------------------------------- worker
 def run_worker(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k != "subcommand"}
     flags["mode"] = args.subcommand
     if args.subcommand == "native":
-        command = list(args.base_command)
-        if command and command[0] == "--":
-            command = command[1:]
-        flags["base_command"] = tuple(command)
+        flags["base_command"] = parse_base_command(args.base_command)
     config = build_config(flags)
     configure_logging(config.log_format, config.log_level)
     worker = build_worker(config)
@@ -203,22 +222,32 @@ def run_worker(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------- client
 def _read_message_file(name: str) -> Any:
-    text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    return decode(text)
+    """The decoded document; InvalidMessage for unusable content, UsageError for no file."""
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+    return decode(data)
+
+
+def _load_message(name: str) -> tuple[Any, list[str]]:
+    """The document read from a file (or - for stdin, read once) and its problems."""
+    try:
+        document = _read_message_file(name)
+    except InvalidMessage as exc:
+        return None, [str(exc)]
+    return document, validate_document(document) if isinstance(document, dict) else [
+        "$: must be a JSON object"
+    ]
 
 
 def run_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in args.files:
         try:
-            document = _read_message_file(name)
-            problems = (
-                validate_document(document) if isinstance(document, dict) else ["$: must be a JSON object"]
-            )
-        except InvalidMessage as exc:
+            _, problems = _load_message(name)
+        except UsageError as exc:
             problems = [str(exc)]
-        except OSError as exc:
-            problems = [f"cannot read: {exc}"]
         for problem in problems:
             print(f"{name}: {problem}")
         if problems:
@@ -234,8 +263,7 @@ def _queue_url(args: argparse.Namespace) -> str:
 
 def run_submit(args: argparse.Namespace) -> int:
     configure_logging("text", "WARNING")
-    document = _read_message_file(args.file)
-    problems = validate_document(document) if isinstance(document, dict) else ["$: must be a JSON object"]
+    document, problems = _load_message(args.file)
     if problems:
         for problem in problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
@@ -342,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidMessage as exc:
         print(f"invalid message: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_STOPPED
     except Exception:

@@ -14,12 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from lanworker.errors import ConfigError
-from lanworker.queues import DEFAULT_LOCAL_QUEUE, is_local
 
 ENV_PREFIX = "LANWORKER_"
+DEFAULT_LOCAL_QUEUE = "local:~/.local/state/lanworker/queue.db#jobs"
 SQS_MAX_VISIBILITY_S = 12 * 3600
 PULL_POLICIES = ("if-missing", "always", "never")
 LOG_FORMATS = ("json", "text")
+
+
+def is_local_queue(url: str) -> bool:
+    """The embedded SQLite queue (`local:PATH[#NAME]`), as opposed to an SQS URL."""
+    return url.startswith("local:")
 
 
 def default_worker_id() -> str:
@@ -52,6 +57,9 @@ class WorkerConfig:
     transfer_concurrency: int = 8
     retry_budget_s: float = 60.0  # how long one storage call retries transient failures
     allow_local_files: bool | None = None  # None: allowed only on the embedded local queue
+    allow_private_http: bool = False  # http(s) inputs from loopback, link-local, private addresses
+    allow_env: tuple[str, ...] = ()  # globs of refused-by-default env names messages may set
+    max_job_disk_mb: int | None = None  # stop a job whose job dir grows beyond this
     log_format: str | None = None  # None: json when stderr is not a TTY
     log_level: str = "INFO"
     metrics_port: int | None = None
@@ -63,6 +71,8 @@ class WorkerConfig:
     max_memory_mb: int | None = None
     max_cpus: float | None = None
     default_pids_limit: int = 512
+    max_pids: int = 4096
+    default_memory_mb: int | None = 2048  # containers whose message and service name no memory
 
     @property
     def effective_heartbeat_s(self) -> float:
@@ -71,7 +81,7 @@ class WorkerConfig:
     @property
     def local_files_allowed(self) -> bool:
         if self.allow_local_files is None:
-            return is_local(self.queue_url)
+            return is_local_queue(self.queue_url)
         return self.allow_local_files
 
     def validate(self) -> WorkerConfig:
@@ -103,6 +113,10 @@ class WorkerConfig:
             problems.append(f"pull_policy must be one of {', '.join(PULL_POLICIES)}")
         if self.log_format is not None and self.log_format not in LOG_FORMATS:
             problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.max_job_disk_mb is not None and self.max_job_disk_mb < 1:
+            problems.append("max_job_disk_mb must be at least 1")
+        if self.max_pids < 1 or (self.default_memory_mb is not None and self.default_memory_mb < 4):
+            problems.append("max_pids must be at least 1 and default_memory_mb at least 4")
         if self.transfer_concurrency < 1 or self.capture_bytes < 0:
             problems.append("transfer_concurrency must be >= 1 and capture_bytes >= 0")
         if problems:
@@ -137,7 +151,11 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-ENV_ALIASES = {"queue_url": "LANWORKER_QUEUE", "allow_images": "LANWORKER_ALLOW_IMAGES"}
+ENV_ALIASES = {
+    "queue_url": "LANWORKER_QUEUE",
+    "allow_images": "LANWORKER_ALLOW_IMAGES",
+    "allow_env": "LANWORKER_ALLOW_ENV",
+}
 
 
 def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> WorkerConfig:

@@ -1,8 +1,9 @@
-"""One job from received message to outcome: parse, stage, run, upload, decide.
+"""One job from received message to outcome: parse, admit, stage, run, upload, decide.
 
-The runner never touches the queue. It returns an Outcome that tells the worker loop
-what to do with the message (delete, dead-letter, release, or leave it alone), so every
-queue operation and its ordering lives in one place (`worker.py`).
+The runner never touches the queue. It returns an Outcome (`outcomes.py`) that tells the
+worker loop what to do with the message, so every queue operation and its ordering lives
+in one place (`worker.py`). Every phase - staging, running, uploading - obeys the same
+`JobWatch`: the job's timeout, cancel markers, the disk limit, shutdown and the lease.
 """
 
 from __future__ import annotations
@@ -10,44 +11,116 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lanworker import __version__
 from lanworker.config import WorkerConfig
-from lanworker.errors import InvalidMessage, JobFailed, TransientError
-from lanworker.executors.base import ExecutionRequest, ExecutionResult, Executor, make_sinks, open_stdin
+from lanworker.errors import CannotStart, Interrupted, InvalidMessage, JobFailed, TransientError
+from lanworker.executors.base import (
+    ExecutionRequest,
+    ExecutionResult,
+    Executor,
+    JobTerms,
+    StopCheck,
+    make_sinks,
+    open_stdin,
+)
 from lanworker.logs import current_job
 from lanworker.messages import CommandMessage, decode, from_document
 from lanworker.metrics import Metrics
+from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release, Requeue
+from lanworker.policy import MessagePolicy
 from lanworker.queues import ReceivedMessage
 from lanworker.results import EventPublisher, JobResult
+from lanworker.safefs import disk_usage_bytes
 from lanworker.staging import StagedJob, Workspace, collect_uploads, stage_inputs, upload_outputs
-from lanworker.storage import Storage, TransferRecord
+from lanworker.stops import StopReason
+from lanworker.storage import Checkpoint, Storage, TransferRecord
 
 logger = logging.getLogger(__name__)
 
-DELETE = "delete"
-DEAD_LETTER = "dead-letter"
-RELEASE = "release"
-ABANDON = "abandon"  # the lease is gone: touching the message now would use a stale receipt
-# A message released after an infrastructure failure waits this long before it is seen
-# again, so a persistent outage does not become a hot receive-fail-release loop.
-TRANSIENT_BACKOFF_S = 5
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # as in the command schema
+DISK_CHECK_INTERVAL_S = 2.0
 
 
-@dataclass
-class Outcome:
-    action: str
-    result: JobResult | None = None
-    reply_to: str | None = None
-    requeue_body: str | None = None
-    requeue_delay_s: int = 0
-    error: str | None = None  # why a released message was released
-    release_delay_s: int = 0
+def cancel_marker(control_url: str, job_id: str) -> str:
+    return f"{control_url.rstrip('/')}/cancel/{job_id}"
+
+
+class JobWatch:
+    """Everything that can stop one job, answered by one call; thread-safe.
+
+    The lease's answer (shutdown, lease lost, max runtime) comes first; then the job's own
+    deadline, its cancel marker (looked up once per interval) and its job dir's size
+    (measured every DISK_CHECK_INTERVAL_S). Once a reason is found it sticks.
+    """
+
+    def __init__(
+        self,
+        lease: StopCheck,
+        timeout_s: float | None,
+        is_canceled: Callable[[], bool] | None,
+        cancel_interval_s: float,
+        disk: tuple[Path, int] | None,
+    ) -> None:
+        self.lease = lease
+        self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.is_canceled = is_canceled
+        self.cancel_interval_s = cancel_interval_s
+        self.disk = disk
+        self.reason: StopReason | None = None
+        self._next_cancel_check = time.monotonic() + cancel_interval_s
+        self._next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL_S
+        self._slow_checks = threading.Lock()
+
+    def __call__(self) -> StopReason | None:
+        leased = self.lease()
+        if leased is not None:
+            return leased
+        if self.reason is None:
+            self.reason = self._own_reason()
+        return self.reason
+
+    def checkpoint(self) -> None:
+        """For transfers: raise Interrupted when the job must stop."""
+        reason = self()
+        if reason is not None:
+            raise Interrupted(reason)
+
+    def lease_checkpoint(self) -> None:
+        """For diagnostics uploaded after the job's own time is up: only the lease counts."""
+        reason = self.lease()
+        if reason is not None:
+            raise Interrupted(reason)
+
+    def _own_reason(self) -> StopReason | None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            return StopReason.TIMEOUT
+        if not self._slow_checks.acquire(blocking=False):
+            return None  # another thread is checking right now
+        try:
+            if self.is_canceled is not None and now >= self._next_cancel_check:
+                self._next_cancel_check = now + self.cancel_interval_s
+                if self.is_canceled():
+                    return StopReason.CANCELED
+            if self.disk is not None and now >= self._next_disk_check:
+                root, limit_bytes = self.disk
+                started = time.monotonic()
+                if disk_usage_bytes(root) > limit_bytes:
+                    return StopReason.DISK_LIMIT
+                # A huge tree is measured less often, so measuring never dominates.
+                self._next_disk_check = now + max(DISK_CHECK_INTERVAL_S, 10 * (time.monotonic() - started))
+        finally:
+            self._slow_checks.release()
+        return None
 
 
 @dataclass
@@ -69,10 +142,6 @@ class Phase:
         self.runner.metrics.phase_seconds.labels(self.name).observe(elapsed)
 
 
-def cancel_marker(control_url: str, job_id: str) -> str:
-    return f"{control_url.rstrip('/')}/cancel/{job_id}"
-
-
 class JobRunner:
     def __init__(
         self,
@@ -87,6 +156,11 @@ class JobRunner:
         self.storage = storage
         self.events = events
         self.metrics = metrics
+        self.policy = MessagePolicy(
+            allow_local_files=config.local_files_allowed,
+            allow_private_http=config.allow_private_http,
+            allow_env=config.allow_env,
+        )
 
     def is_canceled(self, job_id: str) -> bool:
         if not self.config.control_url:
@@ -105,7 +179,7 @@ class JobRunner:
                 logger.warning("cannot remove cancel marker of %s: %s", job_id, exc, extra={"job_id": job_id})
 
     # ----------------------------------------------------------------- entry point
-    def run(self, received: ReceivedMessage, should_stop: Callable[[], str | None]) -> Outcome:
+    def run(self, received: ReceivedMessage, should_stop: StopCheck) -> Outcome:
         job_id = received.message_id
         current_job.set(job_id)
         reply_to: str | None = None
@@ -113,45 +187,36 @@ class JobRunner:
             document = decode(received.body)
             if not isinstance(document, dict):
                 raise InvalidMessage(f"message must be a JSON object, got {type(document).__name__}")
-            # Known before validation, so that even an invalid message's result finds its sender.
-            job_id = str(document.get("id") or job_id)
+            # Known before validation, so that even an invalid message's result finds its
+            # sender; both are used only when they are well-formed and allowed.
+            job_id = _well_formed_id(document.get("id")) or job_id
             current_job.set(job_id)
-            reply_to = document["reply_to"] if isinstance(document.get("reply_to"), str) else None
+            reply_to = self._usable_reply_to(document.get("reply_to"))
             message = from_document(document)
-            self.executor.check_message(message)
+            terms = self.executor.check_message(message)
+            problems = self.policy.problems(message, terms.allow_env)
+            if problems:
+                raise InvalidMessage(
+                    "message asks for what this worker refuses: " + "; ".join(problems), problems
+                )
         except InvalidMessage as exc:
             return self._invalid(job_id, reply_to, received, exc)
 
         self.events.publish(job_id, "received", attempt=message.attempt, receive_count=received.receive_count)
         if message.test:
-            return Outcome(DELETE, self._listening(job_id, message), reply_to)
+            return Delete(self._listening(job_id, message), reply_to)
         if self.is_canceled(job_id):
             self.clear_cancel(job_id)
             result = self._result(
                 job_id, message, "canceled", reason="canceled", error="canceled before it started"
             )
-            return Outcome(DELETE, result, reply_to)
-        return self._execute(job_id, message, self._with_cancel_check(job_id, should_stop))
+            return Delete(result, reply_to)
+        return self._execute(job_id, message, terms, should_stop)
 
-    def _with_cancel_check(
-        self, job_id: str, should_stop: Callable[[], str | None]
-    ) -> Callable[[], str | None]:
-        """Adds the cancel marker to the stop reasons, looked up once per heartbeat interval."""
-        if not self.config.control_url:
-            return should_stop
-        interval = self.config.effective_heartbeat_s
-        state = {"checked_at": time.monotonic(), "canceled": False}
-
-        def check() -> str | None:
-            reason = should_stop()
-            if reason is not None:
-                return reason
-            if not state["canceled"] and time.monotonic() - float(state["checked_at"]) >= interval:
-                state["checked_at"] = time.monotonic()
-                state["canceled"] = self.is_canceled(job_id)
-            return "canceled" if state["canceled"] else None
-
-        return check
+    def _usable_reply_to(self, value: Any) -> str | None:
+        if not isinstance(value, str) or self.policy.reply_to_problem(value) is not None:
+            return None
+        return value
 
     def _invalid(
         self, job_id: str, reply_to: str | None, received: ReceivedMessage, exc: InvalidMessage
@@ -168,7 +233,7 @@ class JobRunner:
             error=str(exc),
             extra={"errors": exc.details} if exc.details else {},
         )
-        return Outcome(DEAD_LETTER, result, reply_to)
+        return DeadLetter(result, reply_to)
 
     def _listening(self, job_id: str, message: CommandMessage) -> JobResult:
         return self._result(
@@ -193,15 +258,25 @@ class JobRunner:
             **fields,
         )
 
+    def _watch(
+        self, job_id: str, message: CommandMessage, terms: JobTerms, lease: StopCheck, root: Path
+    ) -> JobWatch:
+        limit_mb = self.config.max_job_disk_mb
+        return JobWatch(
+            lease,
+            message.timeout_s or terms.timeout_s or self.config.default_timeout_s,
+            (lambda: self.is_canceled(job_id)) if self.config.control_url else None,
+            self.config.effective_heartbeat_s,
+            (root, limit_mb * 1024 * 1024) if limit_mb else None,
+        )
+
     # ----------------------------------------------------------------- execution
-    def _execute(
-        self, job_id: str, message: CommandMessage, should_stop: Callable[[], str | None]
-    ) -> Outcome:
+    def _execute(self, job_id: str, message: CommandMessage, terms: JobTerms, lease: StopCheck) -> Outcome:
         timings: dict[str, float] = {}
         workspace = Workspace(
-            self.config.work_root / self.config.worker_id / f"{job_id}-{secrets.token_hex(4)}",
-            allow_local_files=self.config.local_files_allowed,
+            self.config.work_root / self.config.worker_id / f"{job_id}-{secrets.token_hex(4)}"
         )
+        watch = self._watch(job_id, message, terms, lease, workspace.root)
         result = self._result(job_id, message, "failed", timings_s=timings)
         try:
             workspace.create()
@@ -212,41 +287,26 @@ class JobRunner:
                     self.storage,
                     self.config.transfer_concurrency,
                     self.executor.path_mapper(workspace),
+                    watch.checkpoint,
                 )
             result.inputs = [record.as_dict() for record in staged.downloads]
             self.metrics.bytes_staged.inc(sum(record.size for record in staged.downloads))
-            stop = should_stop()
-            if stop is not None:
-                return self._stopped(job_id, message, result, stop)
+            watch.checkpoint()
             with Phase(self, job_id, timings, "running"):
-                execution = self._run_command(job_id, message, workspace, staged, result, should_stop)
-            if execution.stop_reason in ("shutdown", "lease-lost", "canceled"):
-                return self._stopped(job_id, message, result, execution.stop_reason)
-            if should_stop() == "lease-lost":
-                return self._stopped(job_id, message, result, "lease-lost")
-            succeeded = execution.exit_code == 0 and execution.stop_reason is None
-            with Phase(self, job_id, timings, "uploading"):
-                result.outputs = self._upload(workspace, message, staged, succeeded)
-            if should_stop() == "lease-lost":
-                return self._stopped(job_id, message, result, "lease-lost")
-            if succeeded:
-                result.state = "succeeded"
-            else:
-                result.reason = execution.stop_reason or (
-                    "oom" if execution.details.get("oom_killed") else "exit-code"
-                )
-                result.error = self._failure_text(execution, message)
-            return self._finish(job_id, message, result)
+                execution = self._run_command(job_id, message, workspace, staged, result, watch)
+            return self._after_run(job_id, message, workspace, staged, result, execution, watch)
+        except Interrupted as exc:
+            return self._stopped(job_id, message, result, exc.reason)
         except InvalidMessage as exc:
             logger.error("job %s rejected: %s", job_id, exc, extra={"job_id": job_id, "action": "invalid"})
             result.reason, result.error = "invalid-message", str(exc)
-            return Outcome(DEAD_LETTER, result, message.reply_to)
+            return DeadLetter(result, message.reply_to)
         except JobFailed as exc:
             logger.error("job %s failed: %s", job_id, exc, extra={"job_id": job_id, "action": "failed"})
             result.reason, result.error = exc.reason, str(exc)
-            if exc.reason == "cannot-start":
+            if isinstance(exc, CannotStart):
                 # It will not start on any attempt: a poison message, kept whole for a human.
-                return Outcome(DEAD_LETTER, result, message.reply_to)
+                return DeadLetter(result, message.reply_to)
             return self._finish(job_id, message, result)
         except TransientError as exc:
             logger.warning(
@@ -256,7 +316,7 @@ class JobRunner:
                 extra={"job_id": job_id, "action": "released"},
             )
             self.events.publish(job_id, "released", error=str(exc))
-            return Outcome(RELEASE, error=str(exc), release_delay_s=TRANSIENT_BACKOFF_S)
+            return Release(error=str(exc), delay_s=TRANSIENT_BACKOFF_S)
         finally:
             if self.config.keep_workdir:
                 logger.info(
@@ -265,6 +325,37 @@ class JobRunner:
             else:
                 workspace.remove()
 
+    def _after_run(
+        self,
+        job_id: str,
+        message: CommandMessage,
+        workspace: Workspace,
+        staged: StagedJob,
+        result: JobResult,
+        execution: ExecutionResult,
+        watch: JobWatch,
+    ) -> Outcome:
+        stop = execution.stop_reason
+        if stop is not None and not stop.fails_job:
+            raise Interrupted(stop)
+        if watch.lease() is StopReason.LEASE_LOST:
+            raise Interrupted(StopReason.LEASE_LOST)
+        succeeded = execution.exit_code == 0 and stop is None
+        # After a timeout the job's own time is up, but its stdout/stderr are still worth
+        # uploading; after a disk-limit stop nothing is (they may be what filled the disk).
+        if stop is not StopReason.DISK_LIMIT:
+            with Phase(self, job_id, result.timings_s, "uploading"):
+                checkpoint = watch.checkpoint if stop is None else watch.lease_checkpoint
+                result.outputs = self._upload(workspace, message, staged, succeeded, result, checkpoint)
+        if watch.lease() is StopReason.LEASE_LOST:
+            raise Interrupted(StopReason.LEASE_LOST)
+        if succeeded:
+            result.state = "succeeded"
+        else:
+            result.reason = stop.value if stop else ("oom" if execution.oom_killed else "exit-code")
+            result.error = self._failure_text(execution, message)
+        return self._finish(job_id, message, result)
+
     def _run_command(
         self,
         job_id: str,
@@ -272,10 +363,9 @@ class JobRunner:
         workspace: Workspace,
         staged: StagedJob,
         result: JobResult,
-        should_stop: Callable[[], str | None],
+        watch: JobWatch,
     ) -> ExecutionResult:
         stdout, stderr = make_sinks(message, workspace, self.config.capture_bytes)
-        timeout_s = message.timeout_s or self.config.default_timeout_s
         request = ExecutionRequest(
             job_id=job_id,
             message=message,
@@ -285,8 +375,7 @@ class JobRunner:
             stdin=open_stdin(message, self.storage),
             stdout=stdout,
             stderr=stderr,
-            timeout_s=timeout_s,
-            should_stop=should_stop,
+            should_stop=watch,
         )
         try:
             execution = self.executor.run(request)
@@ -301,56 +390,67 @@ class JobRunner:
         return execution
 
     def _upload(
-        self, workspace: Workspace, message: CommandMessage, staged: StagedJob, succeeded: bool
+        self,
+        workspace: Workspace,
+        message: CommandMessage,
+        staged: StagedJob,
+        succeeded: bool,
+        result: JobResult,
+        checkpoint: Checkpoint,
     ) -> list[dict[str, Any]]:
-        pairs = []
+        files = []
         for name in ("stdout", "stderr"):
             spec = getattr(message.command, name)
             if spec is not None and spec.type == "uri":
-                pairs.append((workspace.streams / name, spec.value))
-        records: list[TransferRecord] = upload_outputs(pairs, self.storage, self.config.transfer_concurrency)
+                files.append((PurePosixPath("streams", name), spec.value))
         if succeeded or self.config.upload_on_failure:
-            outputs = collect_uploads(staged) if succeeded else self._produced_outputs(staged)
-            records += upload_outputs(outputs, self.storage, self.config.transfer_concurrency)
+            uploads = collect_uploads(staged, workspace.root, produced_only=not succeeded)
+            files += uploads.files
+            if uploads.skipped:
+                result.extra["skipped_outputs"] = uploads.skipped
+                logger.warning(
+                    "skipped %d output entries that are not regular single-link files: %s",
+                    len(uploads.skipped),
+                    "; ".join(uploads.skipped[:5]),
+                    extra={"action": "uploading"},
+                )
+        records: list[TransferRecord] = upload_outputs(
+            files, workspace.root, self.storage, self.config.transfer_concurrency, checkpoint
+        )
         self.metrics.bytes_uploaded.inc(sum(record.size for record in records))
         return [record.as_dict() for record in records]
 
-    @staticmethod
-    def _produced_outputs(staged: StagedJob) -> list[Any]:
-        """After a failure, upload whatever outputs exist without failing on the missing ones."""
-        try:
-            return collect_uploads(staged)
-        except JobFailed:
-            present = [u for u in staged.uploads if u.local.exists() and not u.local.is_symlink()]
-            return collect_uploads(StagedJob(staged.argv, present, staged.output_prefixes))
-
-    @staticmethod
-    def _failure_text(execution: ExecutionResult, message: CommandMessage) -> str:
-        if execution.stop_reason == "timeout":
-            return f"command timed out after {message.timeout_s or 'the default'} s and was killed"
-        if execution.stop_reason == "max-runtime":
-            return "job exceeded --max-job-runtime-s and was stopped"
-        if execution.details.get("oom_killed"):
+    def _failure_text(self, execution: ExecutionResult, message: CommandMessage) -> str:
+        stop = execution.stop_reason
+        if stop is StopReason.TIMEOUT:
+            timeout = message.timeout_s or self.config.default_timeout_s or "its"
+            return f"job exceeded its timeout ({timeout} s) and was stopped"
+        if stop is not None:
+            return _STOP_TEXT[stop]
+        if execution.oom_killed:
             return f"command was killed for exceeding its memory limit (exit code {execution.exit_code})"
         return f"command exited with code {execution.exit_code}"
 
-    def _stopped(self, job_id: str, message: CommandMessage, result: JobResult, reason: str) -> Outcome:
-        if reason == "lease-lost":
+    def _stopped(
+        self, job_id: str, message: CommandMessage, result: JobResult, reason: StopReason
+    ) -> Outcome:
+        if reason is StopReason.LEASE_LOST:
             logger.warning(
                 "job %s lost its message lease; leaving the message for redelivery",
                 job_id,
                 extra={"job_id": job_id, "action": "abandon"},
             )
-            return Outcome(ABANDON)
-        if reason == "canceled":
+            return Abandon()
+        if reason is StopReason.CANCELED:
             self.clear_cancel(job_id)
             result.state, result.reason, result.error = "canceled", "canceled", "canceled while running"
-            return Outcome(DELETE, result, message.reply_to)
-        if reason == "max-runtime":
-            result.reason, result.error = "max-runtime", "job exceeded --max-job-runtime-s and was stopped"
+            self.events.publish(job_id, "canceled", reason="canceled")
+            return Delete(result, message.reply_to)
+        if reason.fails_job:
+            result.reason, result.error = reason.value, _STOP_TEXT[reason]
             return self._finish(job_id, message, result)
-        self.events.publish(job_id, "released", reason=reason)
-        return Outcome(RELEASE)
+        self.events.publish(job_id, "released", reason=reason.value)
+        return Release()
 
     def _finish(self, job_id: str, message: CommandMessage, result: JobResult) -> Outcome:
         """A succeeded or failed job; a failure matching the retry policy is re-queued."""
@@ -361,6 +461,20 @@ class JobRunner:
             result.state = "retrying"
             result.extra["next_attempt"] = message.attempt + 1
             self.events.publish(job_id, "retrying", attempt=message.attempt, next_attempt=message.attempt + 1)
-            return Outcome(DELETE, result, message.reply_to, json.dumps(document), int(policy.delay_s))
+            return Delete(result, message.reply_to, Requeue(json.dumps(document), int(policy.delay_s)))
         self.events.publish(job_id, result.state, exit_code=result.exit_code, reason=result.reason)
-        return Outcome(DELETE, result, message.reply_to)
+        return Delete(result, message.reply_to)
+
+
+_STOP_TEXT = {
+    StopReason.TIMEOUT: "job exceeded its timeout and was stopped",
+    StopReason.MAX_RUNTIME: "job exceeded --max-job-runtime-s and was stopped",
+    StopReason.DISK_LIMIT: "job dir grew beyond --max-job-disk-mb and the job was stopped",
+}
+
+
+def _well_formed_id(value: Any) -> str | None:
+    """The message's own id when it is one the schema accepts; never an unchecked string."""
+    if isinstance(value, str) and JOB_ID.fullmatch(value):
+        return value
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -44,14 +45,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as visible escapes: a value cannot forge a line or a colour."""
+    return CONTROL.sub(lambda found: found.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record, for people; JSON lines need no escaping of their own."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            line = escape_controls(super().format(record))
+        finally:
+            record.exc_info, record.exc_text = saved
         job_id = getattr(record, "job_id", None)
-        return f"{text} [job {job_id}]" if job_id else text
+        if job_id:
+            line += f" [job {escape_controls(str(job_id))}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure_logging(log_format: str | None, level: str) -> None:

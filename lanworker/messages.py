@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import Any, Literal
 
 import jsonschema
 
 from lanworker.errors import InvalidMessage
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 MAX_MESSAGE_BYTES = 256 * 1024  # the SQS limit; the local queue enforces it too
+MAX_NESTING = 32  # no message needs more; deeper documents are refused before the schema runs
 
 READABLE_SCHEMES = ("s3", "file", "http", "https")
 WRITABLE_SCHEMES = ("s3", "file")
@@ -21,9 +22,9 @@ WRITABLE_SCHEMES = ("s3", "file")
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    path = SCHEMAS_DIR / name
-    with path.open(encoding="utf-8") as handle:
-        schema: dict[str, Any] = json.load(handle)
+    # Package data (the top-level `schemas/` is a link to it, for people reading the repo).
+    text = resources.files("lanworker").joinpath("schemas").joinpath(name).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
 
@@ -154,8 +155,50 @@ def _check_uris(command: dict[str, Any]) -> list[str]:
     return problems
 
 
+def value_problems(document: Any, max_nesting: int = MAX_NESTING) -> list[str]:
+    """Values no command can carry, whatever the schema says: nesting deeper than
+    max_nesting, NUL bytes and lone surrogates in strings or keys, non-finite numbers.
+
+    Iterative, so a hostile document cannot exhaust the stack here either.
+    """
+    problems: list[str] = []
+    stack: list[tuple[str, Any, int]] = [("$", document, 0)]
+    while stack and len(problems) < 20:
+        path, value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= max_nesting:
+                problems.append(f"{path}: nested deeper than {max_nesting} levels")
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    problems.extend(_string_problem(f"{path} (key {key[:40]!r})", key))
+                    stack.append((f"{path}.{key}", item, depth + 1))
+                else:
+                    stack.append((f"{path}[{key}]", item, depth + 1))
+        elif isinstance(value, str):
+            problems.extend(_string_problem(path, value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{path}: {value} is not a finite number")
+    return sorted(problems)
+
+
+def _string_problem(path: str, text: str) -> list[str]:
+    if "\x00" in text:
+        return [f"{path}: contains a NUL byte"]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return [f"{path}: contains a lone surrogate (not valid Unicode)"]
+    return []
+
+
 def validate_document(document: Any) -> list[str]:
-    """All problems with a decoded message: schema errors first, then URI checks."""
+    """All problems with a decoded message: unusable values first, then schema errors,
+    then URI checks (each stage only when the one before found nothing)."""
+    problems = value_problems(document)
+    if problems:
+        return problems
     problems = schema_errors(document, "command.schema.json")
     if problems:
         return problems
@@ -173,9 +216,24 @@ def decode(body: str | bytes) -> Any:
     if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message is over the {MAX_MESSAGE_BYTES} byte limit")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"message is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidMessage("message is not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit, NaN
+        raise InvalidMessage(f"message is not usable JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
 
 
 def from_document(document: dict[str, Any]) -> CommandMessage:

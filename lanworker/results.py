@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 
-from lanworker.errors import TransientError, as_transient, is_transient, retry_transient
-from lanworker.queues import Queue, open_queue
+from lanworker.errors import TransientError
+from lanworker.queues import QueueCache
+from lanworker.retries import Backoff, as_transient, is_transient
 
 logger = logging.getLogger(__name__)
+
+EVENT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # events are advisory: never hold a job up long
 
 
 @dataclass
@@ -57,21 +58,6 @@ class JobResult:
         }
         document.update(self.extra)
         return document
-
-
-class QueueCache:
-    """Opens each reply queue once; reply_to values repeat across many jobs."""
-
-    def __init__(self, opener: Callable[[str], Queue] = open_queue) -> None:
-        self._opener = opener
-        self._queues: dict[str, Queue] = {}
-        self._lock = threading.Lock()
-
-    def get(self, url: str) -> Queue:
-        with self._lock:
-            if url not in self._queues:
-                self._queues[url] = self._opener(url)
-            return self._queues[url]
 
 
 class ResultReporter:
@@ -137,8 +123,10 @@ class EventPublisher:
                 "could not publish %s event of job %s: %s", state, job_id, exc, extra={"job_id": job_id}
             )
 
-    @retry_transient(attempts=3, max_total_s=10.0)
     def _send(self, body: str) -> None:
+        EVENT_BACKOFF.call(self._send_once, body)
+
+    def _send_once(self, body: str) -> None:
         assert self.target is not None
         if self.target.startswith("arn:aws:sns:"):
             if self._sns is None:

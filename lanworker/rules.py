@@ -24,6 +24,12 @@ from lanworker.messages import schema_errors, validate_document
 from lanworker.s3events import ObjectEvent
 
 DEFAULT_EVENTS = ("ObjectCreated:*",)
+SYNTHETIC_SUFFIX = {
+    "ObjectRemoved": "Delete",
+    "LifecycleExpiration": "Delete",
+    "ObjectRestore": "Completed",
+    "Replication": "OperationFailedReplication",
+}
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -74,9 +80,12 @@ class Rule:
     stop: bool = False
     ignore_prefixes: tuple[str, ...] = ()
 
+    def fires_on(self, event_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_name, pattern.removeprefix("s3:")) for pattern in self.events)
+
     def match(self, event: ObjectEvent) -> dict[str, str] | None:
         """The regex's named groups when the rule fires for this event, else None."""
-        if not any(fnmatch.fnmatchcase(event.event, pattern.removeprefix("s3:")) for pattern in self.events):
+        if not self.fires_on(event.event):
             return None
         if not fnmatch.fnmatchcase(event.bucket, self.bucket):
             return None
@@ -163,6 +172,16 @@ class RuleSet:
 
     def target_url(self, rule: Rule) -> str:
         return self.queues.get(rule.target, rule.target)
+
+    def why_nothing(self, event: ObjectEvent) -> str:
+        """Why no rule fired for this event, for people (`--dry-run`) and the log."""
+        for prefix in self.ignore_prefixes:
+            if event.key.startswith(prefix):
+                return f"key is under the ignored prefix {prefix!r}"
+        if not any(rule.fires_on(event.event) for rule in self.rules):
+            kinds = sorted({pattern for rule in self.rules for pattern in rule.events})
+            return f"no rule fires on {event.event} events (the rules fire on {', '.join(kinds)})"
+        return f"no rule matches bucket {event.bucket!r} and key {event.key!r}"
 
     def render(self, event: ObjectEvent) -> list[RenderedCommand]:
         """Every command this event produces, in file order; raises InvalidMessage if one is invalid."""
@@ -264,7 +283,10 @@ def synthetic_event(rule: Rule) -> tuple[ObjectEvent, dict[str, str]]:
     if rule.key_pattern is not None:
         groups = dict.fromkeys(rule.key_pattern.groupindex, "example")
     key = f"{rule.prefix}example/dir/object{rule.suffix or '.txt'}"
-    event_name = rule.events[0].removeprefix("s3:").replace("*", "Put")
+    event_name = rule.events[0].removeprefix("s3:")
+    if event_name == "*":
+        event_name = "ObjectCreated:Put"
+    event_name = event_name.replace(":*", ":" + SYNTHETIC_SUFFIX.get(event_name.split(":")[0], "Put"))
     event = ObjectEvent(
         bucket,
         key,

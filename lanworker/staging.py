@@ -3,7 +3,8 @@
 Staged files mirror scheme, bucket and key inside the job dir (`in/s3/BUCKET/KEY`), so a
 sidecar named by a prefix in `command.input` lands next to the file named in the arguments.
 Inputs and outputs live in separate trees (`in/`, `out/`), so an output upload never
-re-uploads an input.
+re-uploads an input. Whatever the command left in the job dir is read through `safefs`:
+no link is followed and only regular single-link files are uploaded.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import shutil
-import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,13 +21,23 @@ from urllib.parse import urlsplit
 
 from lanworker.errors import InvalidMessage, JobFailed
 from lanworker.messages import CommandMessage, uri_scheme
-from lanworker.storage import S3Location, Storage, TransferRecord, local_path
+from lanworker.safefs import list_tree, open_beneath, remove_tree
+from lanworker.storage import (
+    Checkpoint,
+    S3Location,
+    Storage,
+    TransferRecord,
+    child_uri,
+    local_path,
+    no_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
 PathMapper = Callable[[Path], str]
 T = TypeVar("T")
 R = TypeVar("R")
+MAX_SEGMENT_BYTES = 255  # NAME_MAX: a longer key segment cannot be a file name
 
 
 def safe_relative(key: str, what: str) -> PurePosixPath:
@@ -45,11 +54,19 @@ def safe_relative(key: str, what: str) -> PurePosixPath:
             raise InvalidMessage(
                 f"{what}: key {key!r} has an empty, '.' or '..' segment and could escape the work dir"
             )
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise InvalidMessage(
+                f"{what}: key segment {segment[:40]!r}... is over {MAX_SEGMENT_BYTES} bytes, "
+                "too long for a file name"
+            )
     return PurePosixPath(*segments)
 
 
-def mirror_parts(uri: str, what: str, allow_local: bool) -> PurePosixPath:
-    """scheme/bucket/key for a URI, checked to be safe to join under a job dir."""
+def mirror_parts(uri: str, what: str) -> PurePosixPath:
+    """scheme/bucket/key for a URI, checked to be safe to join under a job dir.
+
+    Whether the URI may be used at all is MessagePolicy's decision, made before staging.
+    """
     scheme = uri_scheme(uri)
     if scheme == "s3":
         location = S3Location.parse(uri)
@@ -59,10 +76,6 @@ def mirror_parts(uri: str, what: str, allow_local: bool) -> PurePosixPath:
         key = safe_relative(location.key, what) if location.key.rstrip("/") else PurePosixPath()
         return PurePosixPath("s3", bucket, key)
     if scheme == "file":
-        if not allow_local:
-            raise InvalidMessage(
-                f"{what}: local paths and file:// URIs are disabled on this worker (see --allow-local-files)"
-            )
         absolute = os.path.abspath(local_path(uri))
         relative = absolute.lstrip("/")
         return PurePosixPath("file", safe_relative(relative, what)) if relative else PurePosixPath("file")
@@ -74,7 +87,9 @@ def mirror_parts(uri: str, what: str, allow_local: bool) -> PurePosixPath:
 
 @dataclass(frozen=True)
 class PlannedUpload:
-    local: Path
+    """An output argument: the path the command writes (a file, or a directory)."""
+
+    local: PurePosixPath  # relative to the job dir
     uri: str
     label: str
     is_directory: bool = False
@@ -84,19 +99,26 @@ class PlannedUpload:
 class StagedJob:
     argv: list[str]
     uploads: list[PlannedUpload]
-    output_prefixes: list[tuple[str, str]]
+    output_prefixes: list[tuple[str, str]]  # (path prefix relative to the job dir, URI prefix)
     downloads: list[TransferRecord] = field(default_factory=list)
+
+
+@dataclass
+class Uploads:
+    """What to upload (file relative to the job dir, destination URI), and what was skipped."""
+
+    files: list[tuple[PurePosixPath, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 class Workspace:
     """One job's directory: `in/`, `out/`, `streams/`. Removal copes with foreign-owned files."""
 
-    def __init__(self, root: Path, allow_local_files: bool) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.inputs = root / "in"
         self.outputs = root / "out"
         self.streams = root / "streams"
-        self.allow_local_files = allow_local_files
 
     def create(self) -> None:
         for directory in (self.inputs, self.outputs, self.streams):
@@ -107,10 +129,10 @@ class Workspace:
             os.chmod(directory, 0o777)
 
     def input_path(self, uri: str, what: str) -> Path:
-        return self._inside(self.inputs / mirror_parts(uri, what, self.allow_local_files), what)
+        return self._inside(self.inputs / mirror_parts(uri, what), what)
 
     def output_path(self, uri: str, what: str) -> Path:
-        return self._inside(self.outputs / mirror_parts(uri, what, self.allow_local_files), what)
+        return self._inside(self.outputs / mirror_parts(uri, what), what)
 
     def _inside(self, path: Path, what: str) -> Path:
         # Resolving the nearest existing ancestor catches symlinks planted in the job dir.
@@ -123,25 +145,11 @@ class Workspace:
             raise InvalidMessage(f"{what}: {path} would resolve outside the job dir")
         return path
 
+    def relative(self, path: Path) -> PurePosixPath:
+        return PurePosixPath(path.relative_to(self.root).as_posix())
+
     def remove(self) -> None:
         remove_tree(self.root)
-
-
-def remove_tree(root: Path) -> None:
-    """rm -rf that also handles read-only directories a command left behind."""
-
-    def make_writable_and_retry(function: Callable[..., object], path: str, _exc: object) -> None:
-        parent = os.path.dirname(path)
-        try:
-            os.chmod(parent, stat.S_IRWXU)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, stat.S_IRWXU)
-            function(path)
-        except OSError as exc:
-            logger.warning("could not remove %s: %s", path, exc, extra={"action": "cleanup"})
-
-    if root.exists():
-        shutil.rmtree(root, onerror=make_writable_and_retry)
 
 
 def _argument_label(index: int, name: str | None, uri: str) -> str:
@@ -154,6 +162,7 @@ def stage_inputs(
     storage: Storage,
     transfer_concurrency: int,
     path_mapper: PathMapper = str,
+    checkpoint: Checkpoint = no_checkpoint,
 ) -> StagedJob:
     """Download every input, prepare output locations, and resolve the argv tail."""
     command = message.command
@@ -184,7 +193,9 @@ def stage_inputs(
                 local.mkdir(parents=True, exist_ok=True)
             else:
                 local.parent.mkdir(parents=True, exist_ok=True)
-            uploads.append(PlannedUpload(local, argument.value, label, argument.is_directory))
+            uploads.append(
+                PlannedUpload(workspace.relative(local), argument.value, label, argument.is_directory)
+            )
         argv.append(path_mapper(local) + ("/" if argument.is_directory else ""))
 
     for index, prefix in enumerate(command.input):
@@ -195,7 +206,9 @@ def stage_inputs(
     for index, prefix in enumerate(command.output):
         local = workspace.output_path(prefix, f"output[{index}] {prefix}")
         (local if prefix.endswith("/") else local.parent).mkdir(parents=True, exist_ok=True)
-        output_prefixes.append((str(local) + ("/" if prefix.endswith("/") else ""), prefix))
+        output_prefixes.append(
+            (workspace.relative(local).as_posix() + ("/" if prefix.endswith("/") else ""), prefix)
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
         for (prefix, required), found in zip(
@@ -210,53 +223,51 @@ def stage_inputs(
             for uri in found:
                 downloads.setdefault(uri, workspace.input_path(uri, f"object {uri} under {prefix}"))
         records = list(
-            pool.map(_in_context(lambda item: storage.download(item[0], item[1])), downloads.items())
+            pool.map(
+                _in_context(lambda item: storage.download(item[0], item[1], checkpoint)), downloads.items()
+            )
         )
 
     return StagedJob(argv=argv, uploads=uploads, output_prefixes=output_prefixes, downloads=records)
 
 
-def _regular_file(path: Path, label: str) -> Path:
-    """Refuse symlinks: a command (or container) could point one at a host file."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        raise JobFailed(f"{label} was not produced by the command", reason="missing-output") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise JobFailed(f"{label} is a symlink; refusing to upload it", reason="unsafe-output")
-    if not stat.S_ISREG(info.st_mode):
-        raise JobFailed(f"{label} is not a regular file", reason="unsafe-output")
-    return path
+def collect_uploads(staged: StagedJob, root: Path, produced_only: bool = False) -> Uploads:
+    """Every output file to upload, read without following links.
 
-
-def _walk_files(base: Path) -> Iterable[Path]:
-    for root, dirs, files in os.walk(base, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root) / name
-            if not path.is_symlink():
-                yield path
-
-
-def collect_uploads(staged: StagedJob) -> list[tuple[Path, str]]:
-    """(local file, destination URI) for every output, checked to exist and be regular files."""
-    pairs: dict[str, Path] = {}
+    A named output file that is missing fails the job (`missing-output`) unless
+    produced_only (after a failed command: upload what is there); one that is a link, a
+    special file or a hardlink fails it (`unsafe-output`). Inside output directories and
+    prefixes such entries are skipped and named in `skipped`.
+    """
+    found: dict[str, PurePosixPath] = {}
+    skipped: list[str] = []
     for upload in staged.uploads:
-        if upload.is_directory:
-            if not upload.local.is_dir():
-                raise JobFailed(f"{upload.label} was not produced by the command", reason="missing-output")
-            for path in _walk_files(upload.local):
-                pairs[upload.uri + path.relative_to(upload.local).as_posix()] = path
-        else:
-            pairs[upload.uri] = _regular_file(upload.local, upload.label)
+        try:
+            if upload.is_directory:
+                listing = list_tree(root, upload.local, upload.label)
+                skipped += listing.skipped
+                for path in listing.files:
+                    found[child_uri(upload.uri, path.relative_to(upload.local).as_posix())] = path
+            else:
+                open_beneath(root, upload.local, upload.label).close()
+                found[upload.uri] = upload.local
+        except FileNotFoundError:
+            if not produced_only:
+                raise JobFailed(
+                    f"{upload.label} was not produced by the command", reason="missing-output"
+                ) from None
     for local_prefix, uri_prefix in staged.output_prefixes:
-        base = Path(local_prefix if local_prefix.endswith("/") else os.path.dirname(local_prefix))
-        if not base.is_dir():
+        base = PurePosixPath(local_prefix if local_prefix.endswith("/") else os.path.dirname(local_prefix))
+        try:
+            listing = list_tree(root, base, f"output prefix {uri_prefix}")
+        except FileNotFoundError:
             continue
-        for path in _walk_files(base):
-            if str(path).startswith(local_prefix):
-                pairs.setdefault(uri_prefix + str(path)[len(local_prefix) :], path)
-    return [(path, uri) for uri, path in pairs.items()]
+        skipped += [entry for entry in listing.skipped if entry.startswith(local_prefix)]
+        for path in listing.files:
+            text = path.as_posix()
+            if text.startswith(local_prefix):
+                found.setdefault(child_uri(uri_prefix, text[len(local_prefix) :]), path)
+    return Uploads([(path, uri) for uri, path in found.items()], skipped)
 
 
 def _in_context(function: Callable[[T], R]) -> Callable[[T], R]:
@@ -266,7 +277,18 @@ def _in_context(function: Callable[[T], R]) -> Callable[[T], R]:
 
 
 def upload_outputs(
-    pairs: list[tuple[Path, str]], storage: Storage, transfer_concurrency: int
+    files: list[tuple[PurePosixPath, str]],
+    root: Path,
+    storage: Storage,
+    transfer_concurrency: int,
+    checkpoint: Checkpoint = no_checkpoint,
 ) -> list[TransferRecord]:
+    """Upload job-dir files; each is opened beneath root without following links."""
+
+    def upload(pair: tuple[PurePosixPath, str]) -> TransferRecord:
+        relative, uri = pair
+        with open_beneath(root, relative, f"output {relative}") as source:
+            return storage.upload(source, uri, checkpoint)
+
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="upload") as pool:
-        return list(pool.map(_in_context(lambda pair: storage.upload(pair[0], pair[1])), pairs))
+        return list(pool.map(_in_context(upload), files))

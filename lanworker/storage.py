@@ -1,7 +1,9 @@
 """Object storage behind one small API: s3:// through boto3, file:// and paths, http(s):// read-only.
 
 Every transfer computes sha256 and md5 of the bytes as they pass, because an S3 ETag is
-not an MD5 for multipart objects and a second read of a large file is wasted I/O.
+not an MD5 for multipart objects and a second read of a large file is wasted I/O. Every
+transfer takes a checkpoint, called once per chunk, that raises Interrupted when the job
+must stop (timeout, shutdown, cancel), so no phase outlives its job.
 """
 
 from __future__ import annotations
@@ -14,26 +16,21 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import boto3
 import botocore.config
 import botocore.exceptions
-import smart_open
 from boto3.s3.transfer import TransferConfig
 
-from lanworker.errors import (
-    JobFailed,
-    TransientError,
-    as_transient,
-    client_error_code,
-    is_transient,
-    retry_transient,
-)
+from lanworker.errors import InvalidMessage, JobFailed, LanworkerError
 from lanworker.messages import uri_scheme
+from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
+from lanworker.webfetch import AddressRefused, make_session, open_http
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +38,13 @@ CHUNK_BYTES = 1024 * 1024
 PROGRESS_INTERVAL_S = 10.0
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 DENIED_CODES = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId"})
+
+# Called once per chunk of a transfer; raises Interrupted when the job must stop.
+Checkpoint = Callable[[], None]
+
+
+def no_checkpoint() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,17 @@ def local_path(uri: str) -> Path:
     return Path(uri)
 
 
+def child_uri(base: str, tail: str) -> str:
+    """The URI of `tail` (a path below a directory, or the rest of a name) after `base`.
+
+    Each file name stays one name: for file:// it is percent-encoded, so a file named
+    '..%2f..%2fx' is written as that very name, never two levels up.
+    """
+    if base.startswith("file://"):
+        return base + quote(tail, safe="/")
+    return base + tail
+
+
 class _Progress:
     """Logs bytes and rate of a long transfer at a steady interval, not per chunk."""
 
@@ -113,9 +128,12 @@ class HashingReader:
     Being non-seekable makes s3transfer read it sequentially, so the digest is right.
     """
 
-    def __init__(self, raw: IO[bytes], progress: _Progress | None = None) -> None:
+    def __init__(
+        self, raw: IO[bytes], progress: _Progress | None = None, checkpoint: Checkpoint = no_checkpoint
+    ) -> None:
         self._raw = raw
         self._progress = progress
+        self._checkpoint = checkpoint
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
@@ -126,6 +144,7 @@ class HashingReader:
         return data
 
     def _consume(self, data: bytes) -> None:
+        self._checkpoint()
         if data:
             self.sha256.update(data)
             self.md5.update(data)
@@ -140,9 +159,6 @@ class HashingReader:
 class HashingWriter(HashingReader):
     """A write-only, non-seekable sink that hashes; s3transfer then writes parts in order."""
 
-    def __init__(self, raw: IO[bytes], progress: _Progress | None = None) -> None:
-        super().__init__(raw, progress)
-
     def read(self, size: int = -1) -> bytes:  # pragma: no cover - a writer is never read
         raise OSError("HashingWriter is write-only")
 
@@ -156,9 +172,13 @@ class Storage:
     """Thread-safe: one instance is shared by all jobs of a worker."""
 
     def __init__(
-        self, transfer_concurrency: int = 8, multipart_threshold_mb: int = 16, retry_budget_s: float = 60.0
+        self,
+        transfer_concurrency: int = 8,
+        multipart_threshold_mb: int = 16,
+        retry_budget_s: float = 60.0,
+        allow_private_http: bool = False,
     ) -> None:
-        self.retry_budget_s = retry_budget_s  # read by retry_transient
+        self.backoff = Backoff(budget_s=retry_budget_s)
         self._lock = threading.Lock()
         self._client: Any = None
         self._transfer_config = TransferConfig(
@@ -167,6 +187,7 @@ class Storage:
             max_concurrency=transfer_concurrency,
         )
         self._pool_size = max(10, transfer_concurrency * 4)
+        self._http = make_session(allow_private_http)
 
     @property
     def s3(self) -> Any:
@@ -189,12 +210,11 @@ class Storage:
         """Every object whose key starts with the URI's key, as URIs, paginated."""
         scheme = uri_scheme(uri)
         if scheme == "s3":
-            return self._s3_list(S3Location.parse(uri))
+            return self.backoff.call(self._s3_list, S3Location.parse(uri))
         if scheme == "file":
             return self._local_list(uri)
         raise JobFailed(f"cannot list '{uri}': listing is supported for s3:// and local paths only")
 
-    @retry_transient()
     def _s3_list(self, location: S3Location) -> list[str]:
         uris: list[str] = []
         try:
@@ -206,7 +226,8 @@ class Storage:
             raise self._translate(exc, "list", location.uri()) from exc
         return uris
 
-    def _local_list(self, uri: str) -> list[str]:
+    @staticmethod
+    def _local_list(uri: str) -> list[str]:
         prefix = str(local_path(uri))
         base = Path(prefix if prefix.endswith("/") else os.path.dirname(prefix) or ".")
         if not base.is_dir():
@@ -217,69 +238,69 @@ class Storage:
             for name in sorted(files):
                 path = os.path.join(root, name)
                 if path.startswith(prefix) and not os.path.islink(path):
-                    found.append(("file://" + path) if uri.startswith("file://") else path)
+                    found.append(("file://" + quote(path)) if uri.startswith("file://") else path)
         return found
 
     # ----------------------------------------------------------------- transfers
-    def download(self, uri: str, destination: Path) -> TransferRecord:
+    def download(self, uri: str, destination: Path, checkpoint: Checkpoint = no_checkpoint) -> TransferRecord:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        scheme = uri_scheme(uri)
-        if scheme == "s3":
-            return self._s3_download(uri, destination)
-        return self._stream_download(uri, destination)
+        if uri_scheme(uri) == "s3":
+            return self.backoff.call(self._s3_download, uri, destination, checkpoint)
+        return self.backoff.call(self._stream_download, uri, destination, checkpoint)
 
-    @retry_transient()
-    def _s3_download(self, uri: str, destination: Path) -> TransferRecord:
+    def _s3_download(self, uri: str, destination: Path, checkpoint: Checkpoint) -> TransferRecord:
         location = S3Location.parse(uri)
         try:
             with destination.open("wb") as handle:
-                writer = HashingWriter(handle, _Progress("download", uri))
+                writer = HashingWriter(handle, _Progress("download", uri), checkpoint)
                 self.s3.download_fileobj(location.bucket, location.key, writer, Config=self._transfer_config)
         except Exception as exc:
             raise self._translate(exc, "download", uri) from exc
         return writer.record(uri)
 
-    @retry_transient()
-    def _stream_download(self, uri: str, destination: Path) -> TransferRecord:
+    def _stream_download(self, uri: str, destination: Path, checkpoint: Checkpoint) -> TransferRecord:
         try:
             with self.open_read(uri) as source, destination.open("wb") as handle:
-                writer = HashingWriter(handle, _Progress("download", uri))
-                shutil.copyfileobj(source, writer, CHUNK_BYTES)  # type: ignore[misc]
-        except (JobFailed, TransientError):
-            raise
+                writer = HashingWriter(handle, _Progress("download", uri), checkpoint)
+                # read1 returns what has arrived, so a trickling server meets the checkpoint
+                # (and the job's timeout) at every read, not once per full chunk.
+                read = getattr(source, "read1", source.read)
+                while chunk := read(CHUNK_BYTES):
+                    writer.write(chunk)
         except Exception as exc:
             raise self._translate(exc, "download", uri) from exc
         return writer.record(uri)
 
-    def upload(self, source: Path, uri: str) -> TransferRecord:
+    def upload(self, source: BinaryIO, uri: str, checkpoint: Checkpoint = no_checkpoint) -> TransferRecord:
+        """Upload an open, seekable file (opened by the caller, who vouches for what it is)."""
         scheme = uri_scheme(uri)
         if scheme == "s3":
-            return self._s3_upload(source, uri)
+            return self.backoff.call(self._s3_upload, source, uri, checkpoint)
         if scheme == "file":
-            return self._local_upload(source, uri)
+            return self._local_upload(source, uri, checkpoint)
         raise JobFailed(f"cannot upload to '{uri}': only s3:// and local paths are writable")
 
-    @retry_transient()
-    def _s3_upload(self, source: Path, uri: str) -> TransferRecord:
+    def _s3_upload(self, source: BinaryIO, uri: str, checkpoint: Checkpoint) -> TransferRecord:
         location = S3Location.parse(uri)
         try:
             # s3transfer aborts the multipart upload when a part fails, so a failed
             # upload never leaves a partial object at the final key.
-            with source.open("rb") as handle:
-                reader = HashingReader(handle, _Progress("upload", uri))
-                self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._transfer_config)
+            source.seek(0)
+            reader = HashingReader(source, _Progress("upload", uri), checkpoint)
+            self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._transfer_config)
         except Exception as exc:
             raise self._translate(exc, "upload", uri) from exc
         return reader.record(uri)
 
-    def _local_upload(self, source: Path, uri: str) -> TransferRecord:
+    @staticmethod
+    def _local_upload(source: BinaryIO, uri: str, checkpoint: Checkpoint) -> TransferRecord:
         target = local_path(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Written to a temporary sibling and renamed, so readers never see half a file.
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
-            with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
-                reader = HashingReader(src, _Progress("upload", uri))
+            with os.fdopen(fd, "wb") as dst:
+                reader = HashingReader(source, _Progress("upload", uri), checkpoint)
                 shutil.copyfileobj(reader, dst, CHUNK_BYTES)  # type: ignore[misc]
             os.replace(temporary, target)
         except BaseException:
@@ -298,15 +319,16 @@ class Storage:
                 response = self.s3.get_object(Bucket=location.bucket, Key=location.key)
                 body: BinaryIO = response["Body"]
                 return body
-            # file://, plain paths and http(s):// alike; never decompressed, bytes are bytes.
-            target = str(local_path(uri)) if scheme == "file" else uri
-            stream: BinaryIO = smart_open.open(target, "rb", compression="disable")
-            return stream
+            if scheme in ("http", "https"):
+                return open_http(self._http, uri)
+            return local_path(uri).open("rb")
         except Exception as exc:
             raise self._translate(exc, "read", uri) from exc
 
-    @retry_transient()
     def write_bytes(self, uri: str, data: bytes) -> None:
+        self.backoff.call(self._write_bytes, uri, data)
+
+    def _write_bytes(self, uri: str, data: bytes) -> None:
         scheme = uri_scheme(uri)
         try:
             if scheme == "s3":
@@ -321,11 +343,12 @@ class Storage:
         except Exception as exc:
             raise self._translate(exc, "write", uri) from exc
 
-    @retry_transient()
     def exists(self, uri: str) -> bool:
-        scheme = uri_scheme(uri)
-        if scheme != "s3":
+        if uri_scheme(uri) != "s3":
             return local_path(uri).exists()
+        return self.backoff.call(self._s3_exists, uri)
+
+    def _s3_exists(self, uri: str) -> bool:
         location = S3Location.parse(uri)
         try:
             self.s3.head_object(Bucket=location.bucket, Key=location.key)
@@ -335,13 +358,14 @@ class Storage:
                 return False
             raise self._translate(exc, "stat", uri) from exc
 
-    @retry_transient()
     def delete(self, uri: str) -> None:
-        scheme = uri_scheme(uri)
-        if scheme != "s3":
+        if uri_scheme(uri) != "s3":
             with contextlib.suppress(OSError):
                 local_path(uri).unlink()
             return
+        self.backoff.call(self._s3_delete, uri)
+
+    def _s3_delete(self, uri: str) -> None:
         location = S3Location.parse(uri)
         try:
             self.s3.delete_object(Bucket=location.bucket, Key=location.key)
@@ -352,8 +376,10 @@ class Storage:
     @staticmethod
     def _translate(exc: BaseException, action: str, uri: str) -> Exception:
         """Map a low-level failure to what the worker must do about it."""
-        if isinstance(exc, (JobFailed, TransientError)):
+        if isinstance(exc, LanworkerError):
             return exc
+        if isinstance(exc, AddressRefused):
+            return InvalidMessage(f"{action} {uri}: {exc}")
         if isinstance(exc, FileNotFoundError):
             return JobFailed(f"{action} {uri}: not found", reason="missing-object")
         code = client_error_code(exc)
@@ -366,6 +392,8 @@ class Storage:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 404:
             return JobFailed(f"{action} {uri}: not found (HTTP 404)", reason="missing-object")
+        if isinstance(status, int) and status >= 500:
+            return as_transient(exc, f"{action} {uri}")
         if isinstance(exc, OSError):
             return JobFailed(f"{action} {uri}: {exc}", reason="io-error")
         return JobFailed(f"{action} {uri}: {type(exc).__name__}: {exc}", reason="storage-error")

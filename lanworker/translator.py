@@ -15,14 +15,15 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lanworker.config import WorkerConfig, build_config
 from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable, TransientError
+from lanworker.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from lanworker.logs import configure_logging
-from lanworker.queues import Queue, ReceivedMessage, SinglePass, open_queue
-from lanworker.results import QueueCache
+from lanworker.polling import ReceiveLoop
+from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
 from lanworker.rules import RenderedCommand, RuleSet, load_rules, synthetic_event
 from lanworker.s3events import MalformedEvent, parse_notification
 from lanworker.signals import SignalFlag
@@ -34,21 +35,42 @@ RULE_ATTRIBUTE = "lanworker-rule"
 SOURCE_ATTRIBUTE = "lanworker-source"
 
 
-def commands_for(rules: RuleSet, body: str, counts: Counter[str]) -> list[RenderedCommand]:
-    """The commands one event message produces; raises InvalidMessage for malformed input."""
-    notification = parse_notification(body)
+@dataclass
+class Translation:
+    """The commands one event message produces, and why the rest of it produced none."""
+
+    commands: list[RenderedCommand] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def translate_body(rules: RuleSet, body: str, counts: Counter[str]) -> Translation:
+    """Raises MalformedEvent (an InvalidMessage) for anything that is not a readable S3 event."""
+    try:
+        notification = parse_notification(body)
+    except InvalidMessage:
+        raise
+    except Exception as exc:  # a shape no check foresaw must still be a reason, not a crash
+        raise MalformedEvent(f"unreadable event message: {type(exc).__name__}: {exc}") from exc
+    translation = Translation()
     if notification.is_test:
         logger.info("s3:TestEvent acknowledged", extra={"action": "test-event"})
         counts["test-events"] += 1
-        return []
-    commands: list[RenderedCommand] = []
-    for event in notification.events:
+        translation.notes.append("s3:TestEvent: acknowledged, nothing to do")
+        return translation
+    for index, event in enumerate(notification.events):
         produced = rules.render(event)
         if not produced:
             counts["unmatched"] += 1
-            logger.info("no rule matches %s %s", event.event, event.url, extra={"action": "unmatched"})
-        commands.extend(produced)
-    return commands
+            why = rules.why_nothing(event)
+            logger.info("%s %s: %s", event.event, event.url, why, extra={"action": "unmatched"})
+            translation.notes.append(f"record {index} ({event.event} {event.url}): {why}")
+        translation.commands.extend(produced)
+    return translation
+
+
+def commands_for(rules: RuleSet, body: str, counts: Counter[str]) -> list[RenderedCommand]:
+    """The commands one event message produces; raises InvalidMessage for malformed input."""
+    return translate_body(rules, body, counts).commands
 
 
 class Translator:
@@ -61,7 +83,7 @@ class Translator:
         self.counts: Counter[str] = Counter()
 
     def translate(self, body: str) -> list[RenderedCommand]:
-        return commands_for(self.rules, body, self.counts)
+        return translate_body(self.rules, body, self.counts).commands
 
     def send(self, command: RenderedCommand, source: str) -> None:
         self.targets.get(command.target_url).send(
@@ -111,58 +133,28 @@ class Translator:
     def run(self) -> None:
         self.events.check()
         config = self.config
-        single_pass = SinglePass(self.events)
-        while not self.shutdown.is_set():
-            try:
-                messages = self.events.receive(
-                    10,
-                    min(config.wait_time_s, 1) if config.once else config.wait_time_s,
-                    config.visibility_timeout_s,
-                )
-            except (TransientError, QueueUnreachable) as exc:
-                logger.error("receive failed: %s", exc, extra={"action": "receive"})
-                self.shutdown.wait(5)
-                continue
-            drained = not messages
-            if config.once:
-                messages = single_pass.first_sightings(messages)
-            for message in messages:
-                if self.shutdown.is_set():
-                    self.events.release(message)
-                    continue
-                try:
-                    self.handle(message)
-                except Exception:
-                    logger.exception(
-                        "unexpected error on event message %s; it will be redelivered", message.message_id
-                    )
-            if config.once and drained:
-                break
-        single_pass.finish()
+        ReceiveLoop(
+            self.events,
+            self._handle_safely,
+            concurrency=1,
+            wait_time_s=config.wait_time_s,
+            visibility_timeout_s=config.visibility_timeout_s,
+            once=config.once,
+            shutdown=self.shutdown,
+            name="translate",
+        ).run(config.grace_period_s, threading.Event(), lambda: None)
         logger.info("translator stopped: %s", dict(self.counts), extra={"action": "stop"})
+
+    def _handle_safely(self, message: ReceivedMessage) -> None:
+        try:
+            self.handle(message)
+        except Exception:
+            logger.exception(
+                "unexpected error on event message %s; it will be redelivered", message.message_id
+            )
 
 
 # --------------------------------------------------------------------- CLI
-def add_translate_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "translate", help="turn S3 event notifications into command messages by rules"
-    )
-    parser.add_argument("--rules", type=Path, help="rules file (YAML or JSON)")
-    parser.add_argument("--queue", dest="queue_url", help="events queue (SQS URL or local:PATH#NAME)")
-    parser.add_argument("--dead-letter-queue", dest="dead_letter_queue_url")
-    parser.add_argument("--once", action="store_true", default=None)
-    parser.add_argument("--wait-time-s", type=int)
-    parser.add_argument("--visibility-timeout-s", type=int)
-    parser.add_argument("--log-format", choices=("json", "text"))
-    parser.add_argument(
-        "--check", action="store_true", help="validate rules and render each against a synthetic event"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the commands that EVENT files would produce"
-    )
-    parser.add_argument("paths", nargs="*", help="with --check: the rules file; with --dry-run: event files")
-
-
 def check_rules(rules: RuleSet) -> list[str]:
     problems = []
     for rule in rules.rules:
@@ -175,8 +167,6 @@ def check_rules(rules: RuleSet) -> list[str]:
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from lanworker.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-
     rules_path = args.rules or (Path(args.paths[0]) if args.check and args.paths else None)
     if rules_path is None:
         raise ConfigError("translate needs --rules FILE")
@@ -192,22 +182,26 @@ def run_translate(args: argparse.Namespace) -> int:
     if args.dry_run:
         status = EXIT_OK
         for name in args.paths:
-            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
             try:
-                for command in commands_for(rules, text, Counter()):
-                    print(
-                        json.dumps(
-                            {
-                                "rule": command.rule.name,
-                                "queue": command.target_url,
-                                "dedup_key": command.deduplication_key,
-                                "message": json.loads(command.body),
-                            }
-                        )
-                    )
-            except MalformedEvent as exc:
+                data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+                translation = translate_body(rules, data.decode("utf-8"), Counter())
+            except (OSError, UnicodeDecodeError, InvalidMessage) as exc:
                 print(f"{name}: {exc}", file=sys.stderr)
                 status = EXIT_FAILED
+                continue
+            for note in translation.notes:
+                print(f"{name}: {note}", file=sys.stderr)
+            for command in translation.commands:
+                print(
+                    json.dumps(
+                        {
+                            "rule": command.rule.name,
+                            "queue": command.target_url,
+                            "dedup_key": command.deduplication_key,
+                            "message": json.loads(command.body),
+                        }
+                    )
+                )
         return status
     config = build_config(
         {

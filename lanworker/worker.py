@@ -11,23 +11,25 @@ import fcntl
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from lanworker.config import WorkerConfig
-from lanworker.errors import ConfigError, QueueUnreachable, StaleReceipt, TransientError
+from lanworker.errors import ConfigError, StaleReceipt
 from lanworker.executors.base import Executor
-from lanworker.jobs import ABANDON, DEAD_LETTER, DELETE, RELEASE, TRANSIENT_BACKOFF_S, JobRunner, Outcome
+from lanworker.executors.native import NativeExecutor
+from lanworker.jobs import JobRunner
 from lanworker.metrics import Metrics
-from lanworker.queues import Queue, ReceivedMessage, SinglePass
+from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release
+from lanworker.polling import ReceiveLoop
+from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
 from lanworker.results import EventPublisher, ResultReporter
-from lanworker.staging import remove_tree
+from lanworker.safefs import remove_tree
+from lanworker.stops import StopReason
+from lanworker.storage import Storage
 
 logger = logging.getLogger(__name__)
-
-RECEIVE_BACKOFF_MAX_S = 30.0
-ONCE_WAIT_S = 1
 
 
 class Lease:
@@ -54,7 +56,7 @@ class Lease:
         self.job_id = message.message_id
         self.first_received_at = message.first_received_at or time.time()
         self.hidden_until = time.monotonic() + config.visibility_timeout_s
-        self._reason: str | None = None
+        self._reason: StopReason | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._beat, name=f"heartbeat-{message.message_id[:8]}", daemon=True
@@ -66,27 +68,27 @@ class Lease:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join()
+        self._thread.join(timeout=self.config.visibility_timeout_s)
 
-    def should_stop(self) -> str | None:
+    def should_stop(self) -> StopReason | None:
         if self._reason is not None:
             return self._reason
         if self.shutdown.is_set():
-            return "shutdown"
+            return StopReason.SHUTDOWN
         return None
 
     def _beat(self) -> None:
         interval = self.config.effective_heartbeat_s
         while not self._stopped.wait(interval):
             if time.time() - self.first_received_at >= self.config.max_job_runtime_s:
-                self._reason = self._reason or "max-runtime"
+                self._reason = self._reason or StopReason.MAX_RUNTIME
             try:
                 self.queue.change_visibility(self.message, self.config.visibility_timeout_s)
                 self.hidden_until = time.monotonic() + self.config.visibility_timeout_s
             except StaleReceipt as exc:
                 self.metrics.heartbeat_failures.inc()
                 logger.error("heartbeat: %s", exc, extra={"job_id": self.job_id, "action": "heartbeat"})
-                self._reason = "lease-lost"
+                self._reason = StopReason.LEASE_LOST
                 return
             except Exception as exc:
                 self.metrics.heartbeat_failures.inc()
@@ -98,7 +100,7 @@ class Lease:
                     extra={"job_id": self.job_id, "action": "heartbeat"},
                 )
                 if remaining <= interval:
-                    self._reason = "lease-lost"
+                    self._reason = StopReason.LEASE_LOST
                     return
 
 
@@ -190,129 +192,105 @@ class Worker:
     # ----------------------------------------------------------------- loop
     def _loop(self) -> None:
         config = self.config
-        futures: set[Future[None]] = set()
-        single_pass = SinglePass(self.queue)
-        backoff_s = 1.0
-        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="job") as pool:
-            while not self.shutdown.is_set():
-                futures = {f for f in futures if not f.done()}
-                free = config.concurrency - len(futures)
-                if free <= 0:
-                    wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
-                    self.last_receive_at = time.monotonic()  # busy is not stalled
-                    continue
-                try:
-                    messages = self.queue.receive(
-                        min(free, 10),
-                        min(config.wait_time_s, ONCE_WAIT_S) if config.once else config.wait_time_s,
-                        config.visibility_timeout_s,
-                    )
-                    backoff_s = 1.0
-                except (TransientError, QueueUnreachable) as exc:
-                    self.metrics.receive_errors.inc()
-                    logger.error(
-                        "receive failed, retrying in %.0f s: %s", backoff_s, exc, extra={"action": "receive"}
-                    )
-                    self.shutdown.wait(backoff_s)
-                    backoff_s = min(backoff_s * 2, RECEIVE_BACKOFF_MAX_S)
-                    continue
-                self.last_receive_at = time.monotonic()
-                if self.shutdown.is_set():
-                    # A long poll that returns after the signal: hand these straight back.
-                    for message in messages:
-                        self._safely(self.queue.release, message, "release")
-                    break
-                drained = not messages
-                if config.once:
-                    messages = single_pass.first_sightings(messages)
-                for message in messages:
-                    futures.add(pool.submit(self._process, message))
-                if config.once and drained:
-                    if not futures:
-                        break
-                    wait(futures, return_when=FIRST_COMPLETED)
-            self._drain(futures)
-        single_pass.finish()
 
-    def _drain(self, futures: set[Future[None]]) -> None:
-        pending = {f for f in futures if not f.done()}
-        if not pending:
-            return
-        logger.info(
-            "waiting up to %.0f s for %d running job(s) to finish",
-            self.config.grace_period_s,
-            len(pending),
-            extra={"action": "shutdown"},
-        )
-        deadline = time.monotonic() + self.config.grace_period_s
-        while pending and not self.force.is_set() and time.monotonic() < deadline:
-            _, pending = wait(pending, timeout=0.2)
-        if pending:
-            logger.warning(
-                "stopping %d job(s) and releasing their messages", len(pending), extra={"action": "shutdown"}
-            )
-            self.jobs_stop.set()
-            wait(pending)
+        def alive() -> None:
+            self.last_receive_at = time.monotonic()
+
+        ReceiveLoop(
+            self.queue,
+            self._process,
+            concurrency=config.concurrency,
+            wait_time_s=config.wait_time_s,
+            visibility_timeout_s=config.visibility_timeout_s,
+            once=config.once,
+            shutdown=self.shutdown,
+            on_alive=alive,
+            on_receive_error=self.metrics.receive_errors.inc,
+        ).run(config.grace_period_s, self.force, self.jobs_stop.set)
 
     # ----------------------------------------------------------------- one message
     def _process(self, message: ReceivedMessage) -> None:
         self.metrics.in_flight.inc()
         lease = Lease(self.queue, message, self.config, self.jobs_stop, self.metrics).start()
+        outcome: Outcome
         try:
             outcome = self.runner.run(message, lease.should_stop)
         except Exception:
             logger.exception(
                 "unexpected error in job %s; releasing it", message.message_id, extra={"action": "error"}
             )
-            outcome = Outcome(
-                RELEASE, error="unexpected error in the worker", release_delay_s=TRANSIENT_BACKOFF_S
-            )
+            outcome = Release(error="unexpected error in the worker", delay_s=TRANSIENT_BACKOFF_S)
         finally:
             lease.stop()
             self.metrics.in_flight.dec()
-        if lease.should_stop() == "lease-lost":
-            outcome = Outcome(ABANDON)
+        if lease.should_stop() is StopReason.LEASE_LOST:
+            outcome = Abandon()
         self._settle(message, outcome)
 
     def _settle(self, message: ReceivedMessage, outcome: Outcome) -> None:
         """Report, then delete or dead-letter; on any failure give the message back."""
-        job_id = outcome.result.job_id if outcome.result else message.message_id
-        if outcome.action == ABANDON:
+        if isinstance(outcome, Abandon):
             self.metrics.jobs.labels("abandoned").inc()
             return
-        if outcome.action == RELEASE:
+        if isinstance(outcome, Release):
             self.metrics.jobs.labels("released").inc()
-            self._safely(self.queue.release, message, "release", outcome.error, outcome.release_delay_s)
+            self._safely(self.queue.release, message, "release", outcome.error, outcome.delay_s)
             return
-        if outcome.result is not None:
-            outcome.result.receive_count = message.receive_count
+        result = outcome.result
+        result.receive_count = message.receive_count
         try:
-            if outcome.requeue_body is not None:
-                self.queue.send(outcome.requeue_body, delay_s=outcome.requeue_delay_s)
-            if outcome.result is not None:
-                self.reporter.report(outcome.result, outcome.reply_to)
+            if isinstance(outcome, Delete) and outcome.requeue is not None:
+                self.queue.send(outcome.requeue.body, delay_s=outcome.requeue.delay_s)
+            self.reporter.report(result, outcome.reply_to)
         except Exception as exc:
             logger.error(
                 "could not deliver the result of %s, releasing the message: %s",
-                job_id,
+                result.job_id,
                 exc,
-                extra={"job_id": job_id, "action": "released"},
+                extra={"job_id": result.job_id, "action": "released"},
             )
             self._safely(self.queue.release, message, "release")
             return
-        if outcome.action == DEAD_LETTER:
-            reason = outcome.result.error if outcome.result and outcome.result.error else "invalid message"
-            if self._safely(self.queue.dead_letter, message, "dead-letter", reason):
+        if isinstance(outcome, DeadLetter):
+            if self._safely(self.queue.dead_letter, message, "dead-letter", outcome.reason):
                 self.metrics.jobs.labels("dead-lettered").inc()
-                self.events.publish(job_id, "dead-lettered", reason=reason)
-        elif outcome.action == DELETE and self._safely(self.queue.delete, message, "delete"):
-            self.metrics.jobs.labels(outcome.result.state if outcome.result else "deleted").inc()
+                self.events.publish(result.job_id, "dead-lettered", reason=outcome.reason)
+        elif self._safely(self.queue.delete, message, "delete"):
+            self.metrics.jobs.labels(result.state).inc()
 
-    def _safely(self, operation: object, message: ReceivedMessage, what: str, *args: object) -> bool:
+    def _safely(
+        self, operation: Callable[..., None], message: ReceivedMessage, what: str, *args: object
+    ) -> bool:
         try:
-            operation(message, *args)  # type: ignore[operator]
+            operation(message, *args)
             return True
         except Exception as exc:
             # The message will come back after its visibility timeout; nothing is lost.
             logger.error("%s of message %s failed: %s", what, message.message_id, exc, extra={"action": what})
             return False
+
+
+# --------------------------------------------------------------------- assembly
+def make_executor(config: WorkerConfig) -> Executor:
+    if config.mode == "docker":
+        from lanworker.executors.docker import DockerExecutor  # the docker SDK only when needed
+
+        return DockerExecutor.from_config(config)
+    return NativeExecutor(config.base_command, config.work_root)
+
+
+def build_worker(config: WorkerConfig) -> Worker:
+    storage = Storage(
+        transfer_concurrency=config.transfer_concurrency,
+        retry_budget_s=config.retry_budget_s,
+        allow_private_http=config.allow_private_http,
+    )
+    queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
+    queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
+    events = EventPublisher(config.events_url, config.worker_id, queues)
+    executor = make_executor(config)
+    metrics = Metrics()
+    runner = JobRunner(config, executor, storage, events, metrics)
+    return Worker(
+        config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics
+    )

@@ -13,13 +13,23 @@ from typing import IO, Any, Protocol
 
 from lanworker.messages import CommandMessage
 from lanworker.staging import PathMapper, Workspace
+from lanworker.stops import StopReason
 from lanworker.storage import CHUNK_BYTES, Storage
 
 logger = logging.getLogger(__name__)
 
-# What asks a running job to stop early: returns a reason ('canceled', 'shutdown',
-# 'lease-lost') or None to keep going.
-StopCheck = Callable[[], "str | None"]
+# What asks a running job to stop early: a StopReason, or None to keep going. The job
+# runner's check covers the job's timeout, cancel markers, the disk limit, shutdown and
+# the lease; executors only poll it and stop the command when it answers.
+StopCheck = Callable[[], "StopReason | None"]
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    """What an executor grants a message it accepts."""
+
+    timeout_s: float | None = None  # the service's default timeout, if it has one
+    allow_env: tuple[str, ...] = ()  # dangerous env names the service allows
 
 
 class CapturedStream:
@@ -107,28 +117,32 @@ class ExecutionRequest:
     stdin: IO[bytes] | None
     stdout: CapturedStream
     stderr: CapturedStream
-    timeout_s: float | None
     should_stop: StopCheck
 
 
 @dataclass
 class ExecutionResult:
     exit_code: int | None
-    stop_reason: str | None = None  # 'timeout', 'oom', 'canceled', 'shutdown', 'lease-lost'
+    stop_reason: StopReason | None = None
+    oom_killed: bool = False
     details: dict[str, Any] = field(default_factory=dict)
 
 
 class Executor(Protocol):
     kind: str
 
-    def check_message(self, message: CommandMessage) -> None:
+    def check_message(self, message: CommandMessage) -> JobTerms:
         """Raise InvalidMessage if this executor must refuse the message (e.g. image not allowed)."""
 
     def path_mapper(self, workspace: Workspace) -> PathMapper:
         """How a local path in the job dir is named to the command."""
 
     def run(self, request: ExecutionRequest) -> ExecutionResult:
-        """Run to completion, timeout or stop; never raises for a failing command."""
+        """Run to completion or until should_stop answers; never raises for a failing command.
+
+        Raises CannotStart when the command cannot be started at all, TransientError when
+        the engine is unreachable.
+        """
 
     def cleanup_stale(self, worker_ids: Sequence[str]) -> None:
         """Remove what stopped workers with these ids (this one included) left behind."""

@@ -28,10 +28,12 @@ import yaml
 from docker.utils.socket import frames_iter
 
 from lanworker.config import WorkerConfig
-from lanworker.errors import ConfigError, InvalidMessage, JobFailed, TransientError, retry_transient
-from lanworker.executors.base import ExecutionRequest, ExecutionResult, feed_stdin
+from lanworker.errors import CannotStart, ConfigError, InvalidMessage, JobFailed, TransientError
+from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
 from lanworker.messages import CommandMessage, schema_errors
+from lanworker.retries import Backoff
 from lanworker.staging import PathMapper, Workspace
+from lanworker.stops import StopReason
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ LABEL_JOB = "lanworker.job_id"
 WAIT_POLL_S = 0.5
 STDERR = 2  # the engine's stream id in attach frames; 1 is stdout
 REFUSED_NETWORKS = frozenset({"host"})
+PULL_BACKOFF = Backoff(attempts=4, budget_s=120.0)
+OOM_SETTLE_S = 3.0  # how long the engine may take to record an OOM kill after the exit
+EXIT_SIGKILL = 137
+KILL_WAIT_S = 60.0  # a killed container that still has not exited: the engine is in trouble
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class ServiceSpec:
     timeout_s: float | None = None
     user: str | None = None
     cap_add: tuple[str, ...] = ()
+    allow_env: tuple[str, ...] = ()
     read_only_rootfs: bool = True
     tmpfs_mb: int = 64
 
@@ -82,6 +89,7 @@ def load_services(path: Path) -> dict[str, ServiceSpec]:
             timeout_s=raw.get("timeout_s"),
             user=raw.get("user"),
             cap_add=tuple(raw.get("cap_add", ())),
+            allow_env=tuple(raw.get("allow_env", ())),
             read_only_rootfs=raw.get("read_only_rootfs", True),
             tmpfs_mb=raw.get("tmpfs_mb", 64),
         )
@@ -108,6 +116,8 @@ class DockerExecutor:
         max_memory_mb: int | None = None,
         max_cpus: float | None = None,
         default_pids_limit: int = 512,
+        max_pids: int = 4096,
+        default_memory_mb: int | None = 2048,
         client: Any = None,
     ) -> None:
         self.allow_images = tuple(allow_images)
@@ -119,6 +129,8 @@ class DockerExecutor:
         self.max_memory_mb = max_memory_mb
         self.max_cpus = max_cpus
         self.default_pids_limit = default_pids_limit
+        self.max_pids = max_pids
+        self.default_memory_mb = default_memory_mb
         self._client = client
         self._client_lock = threading.Lock()
         self._pull_locks: dict[str, threading.Lock] = {}
@@ -135,6 +147,8 @@ class DockerExecutor:
             max_memory_mb=config.max_memory_mb,
             max_cpus=config.max_cpus,
             default_pids_limit=config.default_pids_limit,
+            max_pids=config.max_pids,
+            default_memory_mb=config.default_memory_mb,
         )
 
     @property
@@ -156,28 +170,35 @@ class DockerExecutor:
             raise InvalidMessage(f"service {message.service!r} is not in the services file")
         return spec
 
-    def check_message(self, message: CommandMessage) -> None:
+    def check_message(self, message: CommandMessage) -> JobTerms:
         if message.test:
-            return
+            return JobTerms()
         spec = self.service_for(message)
         if not any(fnmatch.fnmatchcase(spec.image, pattern) for pattern in self.allow_images):
             raise InvalidMessage(
                 f"image {spec.image!r} is not allowed on this worker (allowed: {', '.join(self.allow_images)})"
             )
         self._limits(spec, message)
+        return JobTerms(timeout_s=spec.timeout_s, allow_env=spec.allow_env)
 
     def _limits(self, spec: ServiceSpec, message: CommandMessage) -> dict[str, Any]:
-        """Container resource settings: message over service, refused above the worker maxima."""
+        """Container resource settings: message over service over worker defaults, refused
+        above the worker maxima."""
         wanted = {**spec.resources, **message.resources}
-        memory_mb = wanted.get("memory_mb", self.max_memory_mb)
+        memory_mb = wanted.get("memory_mb", self.default_memory_mb)
+        if memory_mb and self.max_memory_mb:
+            memory_mb = memory_mb if "memory_mb" in wanted else min(memory_mb, self.max_memory_mb)
         cpus = wanted.get("cpus", self.max_cpus)
+        pids = int(wanted.get("pids", min(self.default_pids_limit, self.max_pids)))
         if memory_mb and self.max_memory_mb and memory_mb > self.max_memory_mb:
             raise InvalidMessage(
                 f"resources.memory_mb {memory_mb} is over this worker's maximum {self.max_memory_mb}"
             )
         if cpus and self.max_cpus and cpus > self.max_cpus:
             raise InvalidMessage(f"resources.cpus {cpus} is over this worker's maximum {self.max_cpus}")
-        limits: dict[str, Any] = {"pids_limit": int(wanted.get("pids", self.default_pids_limit))}
+        if pids > self.max_pids:
+            raise InvalidMessage(f"resources.pids {pids} is over this worker's maximum {self.max_pids}")
+        limits: dict[str, Any] = {"pids_limit": pids}
         if memory_mb:
             limits["mem_limit"] = f"{int(memory_mb)}m"
             limits["memswap_limit"] = f"{int(memory_mb)}m"  # no swap: the limit is the limit
@@ -216,9 +237,8 @@ class DockerExecutor:
                     if _is_transient_docker_error(exc):
                         raise TransientError(f"docker engine: {exc}") from exc
                     raise
-            self._pull(image)
+            PULL_BACKOFF.call(self._pull, image)
 
-    @retry_transient(attempts=4, max_total_s=120.0)
     def _pull(self, image: str) -> None:
         logger.info("pulling image %s", image, extra={"action": "pull"})
         try:
@@ -241,7 +261,7 @@ class DockerExecutor:
         except Exception as exc:
             if _is_transient_docker_error(exc):
                 raise TransientError(f"docker engine: {exc}") from exc
-            raise JobFailed(f"container failed to run: {exc}", reason="cannot-start") from exc
+            raise CannotStart(f"container failed to run: {exc}") from exc
         finally:
             self._remove_unwritable(spec, request.workspace)
 
@@ -296,26 +316,49 @@ class DockerExecutor:
                 feeder = feed_stdin(
                     request.stdin, raw_socket.sendall, lambda: raw_socket.shutdown(socket.SHUT_WR)
                 )
-            started = time.monotonic()
-            timeout_s = request.timeout_s or spec.timeout_s
-            exit_code, stop_reason = self._wait(container_id, request, started, timeout_s)
+            started = time.time()
+            exit_code, stop_reason = self._wait(container_id, request)
             reader.join(timeout=30)
             if feeder is not None:
                 feeder.join(timeout=5)
             with contextlib.suppress(OSError):
                 attached.close()
-            state = api.inspect_container(container_id)["State"]
-            oom_killed = bool(state.get("OOMKilled"))
-            if oom_killed and stop_reason is None:
-                stop_reason = "oom"
+            oom_killed = stop_reason is None and self._oom_killed(container_id, exit_code, started)
             return ExecutionResult(
                 exit_code=exit_code,
                 stop_reason=stop_reason,
+                oom_killed=oom_killed,
                 details={"container_id": container_id[:12], "image": spec.image, "oom_killed": oom_killed},
             )
         finally:
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_container(container_id, force=True)
+
+    def _oom_killed(self, container_id: str, exit_code: int | None, started_at: float) -> bool:
+        """Whether the kernel killed the container for its memory limit.
+
+        The engine records OOMKilled from an event that can arrive after the exit, so one
+        inspect is a race. A SIGKILL exit we did not cause is checked again, against the
+        container's state and the engine's `oom` event, for up to OOM_SETTLE_S.
+        """
+        api = self.client.api
+        deadline = time.monotonic() + OOM_SETTLE_S
+        while True:
+            if api.inspect_container(container_id)["State"].get("OOMKilled"):
+                return True
+            if exit_code != EXIT_SIGKILL:
+                return False
+            events = api.events(
+                since=int(started_at) - 1,
+                until=int(time.time()),
+                filters={"container": container_id, "event": "oom"},
+                decode=True,
+            )
+            if any(True for _ in events):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
     def _start(self, container_id: str) -> None:
         try:
@@ -328,9 +371,7 @@ class DockerExecutor:
                 s in explanation
                 for s in ("executable file not found", "no such file or directory", "permission denied")
             ):
-                raise JobFailed(
-                    f"container command could not start: {explanation}", reason="cannot-start"
-                ) from exc
+                raise CannotStart(f"container command could not start: {explanation}") from exc
             raise
 
     @staticmethod
@@ -341,11 +382,10 @@ class DockerExecutor:
         except (OSError, ValueError) as exc:
             logger.debug("container output stream ended: %s", exc)
 
-    def _wait(
-        self, container_id: str, request: ExecutionRequest, started: float, timeout_s: float | None
-    ) -> tuple[int | None, str | None]:
+    def _wait(self, container_id: str, request: ExecutionRequest) -> tuple[int | None, StopReason | None]:
         api = self.client.api
-        stop_reason: str | None = None
+        stop_reason: StopReason | None = None
+        killed_at = 0.0
         while True:
             try:
                 status = api.wait(container_id, timeout=WAIT_POLL_S)
@@ -353,18 +393,19 @@ class DockerExecutor:
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 pass
             if stop_reason is not None:
+                if time.monotonic() - killed_at > KILL_WAIT_S:
+                    raise TransientError(f"container {container_id[:12]} did not stop within {KILL_WAIT_S} s")
                 continue
             stop_reason = request.should_stop()
-            if stop_reason is None and timeout_s is not None and time.monotonic() - started >= timeout_s:
-                stop_reason = "timeout"
             if stop_reason is not None:
                 logger.info(
                     "killing container %s: %s",
                     container_id[:12],
-                    stop_reason,
+                    stop_reason.value,
                     extra={"job_id": request.job_id, "action": "stop"},
                 )
-                with contextlib.suppress(docker.errors.APIError):
+                killed_at = time.monotonic()
+                with contextlib.suppress(docker.errors.APIError, requests.exceptions.ConnectionError):
                     api.kill(container_id)
 
     def _remove_unwritable(self, spec: ServiceSpec, workspace: Workspace) -> None:

@@ -3,25 +3,72 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lanworker.errors import JobFailed
-from lanworker.executors.base import ExecutionRequest, ExecutionResult, feed_stdin
+from lanworker.errors import CannotStart, ConfigError
+from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
 from lanworker.messages import CommandMessage
 from lanworker.staging import PathMapper, Workspace
+from lanworker.stops import StopReason
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1
 PGID_FILE = ".lanworker-pgid"
 TERM_GRACE_S = 5.0
+
+
+def parse_base_command(tokens: Sequence[str]) -> tuple[str, ...]:
+    """The worker's command from its command line, in any of three forms.
+
+    - `-- CMD ARGS...` (or `CMD ARGS...`): taken literally after `--`.
+    - one JSON array token, as the lanlytics README quotes it: `'["python", "my_script.py"]'`.
+    - what bash leaves of the unquoted array: `[python,` `my_script.py]`.
+    """
+    if tokens and tokens[0] == "--":
+        return tuple(tokens[1:])
+    joined = " ".join(tokens).strip()
+    if not (joined.startswith("[") and joined.endswith("]")):
+        return tuple(tokens)
+    try:
+        parsed = json.loads(joined)
+    except ValueError:
+        parsed = [part.strip().strip("'\"") for part in joined[1:-1].split(",")]
+    if (
+        not isinstance(parsed, list)
+        or not parsed
+        or not all(isinstance(part, str) and part for part in parsed)
+    ):
+        raise ConfigError(f"cannot read the command {joined!r}: expected a list of non-empty strings")
+    return tuple(parsed)
+
+
+def check_program(base_command: Sequence[str]) -> str:
+    """The absolute path of the program, or ConfigError: a worker that can never start its
+    command must not start at all (it would consume and dead-letter the queue's work)."""
+    if not base_command:
+        raise ConfigError("native mode needs a command: worker.py native -- CMD [ARGS...]")
+    program = base_command[0]
+    if "/" in program:
+        found: str | None = os.path.abspath(program)
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):  # type: ignore[arg-type]
+            raise ConfigError(f"the command's program {program!r} is not an executable file")
+    else:
+        found = shutil.which(program)
+        if found is None:
+            raise ConfigError(
+                f"the command's program {program!r} is not on PATH ({os.environ.get('PATH', '')})"
+            )
+    assert found is not None
+    return found
 
 
 def kill_process_group(process: subprocess.Popen[bytes], grace_s: float = TERM_GRACE_S) -> None:
@@ -46,15 +93,15 @@ class NativeExecutor:
     ) -> None:
         # Jobs run with their job dir as cwd, so a relative program path ('./tool',
         # '.venv/bin/python') is made absolute against the worker's own cwd now.
-        program = base_command[0] if base_command else ""
-        if "/" in program and not os.path.isabs(program):
-            base_command = (os.path.abspath(program), *base_command[1:])
+        program = check_program(base_command)
+        if "/" in base_command[0]:
+            base_command = (program, *base_command[1:])
         self.base_command = base_command
         self.work_root = work_root
         self.term_grace_s = term_grace_s
 
-    def check_message(self, message: CommandMessage) -> None:
-        return None
+    def check_message(self, message: CommandMessage) -> JobTerms:
+        return JobTerms()
 
     def path_mapper(self, workspace: Workspace) -> PathMapper:
         return str
@@ -85,7 +132,6 @@ class NativeExecutor:
     def run(self, request: ExecutionRequest) -> ExecutionResult:
         argv = [*self.base_command, *request.argv]
         env = {**os.environ, **request.env}
-        started = time.monotonic()
         try:
             process = subprocess.Popen(
                 argv,
@@ -97,7 +143,7 @@ class NativeExecutor:
                 start_new_session=True,  # its own process group, so a kill reaches grandchildren
             )
         except OSError as exc:
-            raise JobFailed(f"command {argv[0]!r} could not start: {exc}", reason="cannot-start") from exc
+            raise CannotStart(f"command {argv[0]!r} could not start: {exc}") from exc
 
         (request.workspace.root / PGID_FILE).write_text(str(process.pid))
         assert process.stdout is not None and process.stderr is not None
@@ -112,9 +158,13 @@ class NativeExecutor:
             stdin = process.stdin
             feeder = feed_stdin(request.stdin, stdin.write, stdin.close)
 
-        stop_reason = self._wait(process, request, started)
+        stop_reason = self._wait(process, request)
+        # The job is over when its leader exits: background children it left (which could
+        # hold stdout open forever, or change outputs while they upload) go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         for pump in pumps:
-            pump.join()
+            pump.join(timeout=self.term_grace_s)
         if feeder is not None:
             feeder.join(timeout=self.term_grace_s)
         return ExecutionResult(
@@ -123,10 +173,7 @@ class NativeExecutor:
             details={"pid": process.pid, "argv0": argv[0]},
         )
 
-    def _wait(
-        self, process: subprocess.Popen[bytes], request: ExecutionRequest, started: float
-    ) -> str | None:
-        deadline = started + request.timeout_s if request.timeout_s else None
+    def _wait(self, process: subprocess.Popen[bytes], request: ExecutionRequest) -> StopReason | None:
         while True:
             try:
                 process.wait(timeout=POLL_INTERVAL_S)
@@ -134,13 +181,11 @@ class NativeExecutor:
             except subprocess.TimeoutExpired:
                 pass
             reason = request.should_stop()
-            if reason is None and deadline is not None and time.monotonic() >= deadline:
-                reason = "timeout"
             if reason is not None:
                 logger.info(
                     "stopping job process group %d: %s",
                     process.pid,
-                    reason,
+                    reason.value,
                     extra={"job_id": request.job_id, "action": "stop"},
                 )
                 kill_process_group(process, self.term_grace_s)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
+from lanworker.config import DEFAULT_LOCAL_QUEUE, is_local_queue
 from lanworker.errors import ConfigError
-from lanworker.queues.base import DeadLetter, Queue, ReceivedMessage, SinglePass
+from lanworker.queues.base import DeadLetterEntry, Queue, ReceivedMessage, SinglePass
 from lanworker.queues.local import LocalQueue
 from lanworker.queues.sqs import SqsQueue
 
-DEFAULT_LOCAL_QUEUE = "local:~/.local/state/lanworker/queue.db#jobs"
-
 __all__ = [
     "DEFAULT_LOCAL_QUEUE",
-    "DeadLetter",
+    "DeadLetterEntry",
     "LocalQueue",
     "Queue",
+    "QueueCache",
     "ReceivedMessage",
     "SinglePass",
     "SqsQueue",
@@ -21,14 +24,25 @@ __all__ = [
 ]
 
 
-def is_local(url: str) -> bool:
-    return url.startswith("local:")
-
-
 def open_queue(url: str, dead_letter_url: str | None = None, max_receives: int = 5) -> Queue:
     """A queue for `local:PATH[#NAME]` or an SQS queue URL (https://, or http:// for test endpoints)."""
-    if is_local(url):
+    if is_local_queue(url):
         return LocalQueue(url, max_receives=max_receives)
     if url.startswith(("https://", "http://")):
         return SqsQueue(url, dead_letter_url=dead_letter_url)
     raise ConfigError(f"unsupported queue URL {url!r}: use local:PATH[#NAME] or an SQS queue URL")
+
+
+class QueueCache:
+    """Opens each reply queue once; reply_to values repeat across many jobs."""
+
+    def __init__(self, opener: Callable[[str], Queue] = open_queue) -> None:
+        self._opener = opener
+        self._queues: dict[str, Queue] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Queue:
+        with self._lock:
+            if url not in self._queues:
+                self._queues[url] = self._opener(url)
+            return self._queues[url]

@@ -20,7 +20,7 @@ class ReceivedMessage:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetterEntry:
     message_id: str
     body: str
     reason: str
@@ -61,7 +61,7 @@ class Queue(Protocol):
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         """Move a message that can never succeed out of the way, keeping its body."""
 
-    def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+    def list_dead_letters(self, limit: int) -> list[DeadLetterEntry]:
         """Dead-lettered messages, oldest first."""
 
     def redrive(self, limit: int) -> int:

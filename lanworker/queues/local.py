@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
-from lanworker.queues.base import DeadLetter, ReceivedMessage
+from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class LocalQueue:
         db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
         logger.warning("message %s dead-lettered: %s", message_id, reason, extra={"action": "dead-letter"})
 
-    def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+    def list_dead_letters(self, limit: int) -> list[DeadLetterEntry]:
         rows = (
             self._connection()
             .execute(
@@ -242,7 +242,7 @@ class LocalQueue:
             )
             .fetchall()
         )
-        return [DeadLetter(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+        return [DeadLetterEntry(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
 
     def redrive(self, limit: int) -> int:
         now = time.time()

@@ -10,15 +10,9 @@ from typing import Any
 import boto3
 import botocore.config
 
-from lanworker.errors import (
-    QueueUnreachable,
-    StaleReceipt,
-    as_transient,
-    client_error_code,
-    is_transient,
-    retry_transient,
-)
-from lanworker.queues.base import DeadLetter, ReceivedMessage
+from lanworker.errors import QueueUnreachable, StaleReceipt
+from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
+from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +28,8 @@ STALE_CODES = frozenset(
     }
 )
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+BACKOFF = Backoff()
+HEARTBEAT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # a heartbeat must not outlast its interval
 
 
 def _translate(exc: Exception, action: str, url: str) -> Exception:
@@ -83,8 +79,12 @@ class SqsQueue:
                 self.url,
             )
 
-    @retry_transient()
     def receive(
+        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
+    ) -> list[ReceivedMessage]:
+        return BACKOFF.call(self._receive_once, max_messages, wait_time_s, visibility_timeout_s)
+
+    def _receive_once(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
     ) -> list[ReceivedMessage]:
         try:
@@ -114,15 +114,19 @@ class SqsQueue:
             )
         return messages
 
-    @retry_transient()
     def delete(self, message: ReceivedMessage) -> None:
+        BACKOFF.call(self._delete_once, message)
+
+    def _delete_once(self, message: ReceivedMessage) -> None:
         try:
             self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
         except Exception as exc:
             raise _translate(exc, "delete", self.url) from exc
 
-    @retry_transient(attempts=3, max_total_s=10.0)
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
+        HEARTBEAT_BACKOFF.call(self._change_visibility_once, message, timeout_s)
+
+    def _change_visibility_once(self, message: ReceivedMessage, timeout_s: int) -> None:
         try:
             self.client.change_message_visibility(
                 QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=int(timeout_s)
@@ -134,8 +138,17 @@ class SqsQueue:
         # SQS cannot annotate a message in flight; the error is in the log and the events.
         self.change_visibility(message, max(0, delay_s))
 
-    @retry_transient()
     def send(
+        self,
+        body: str,
+        attributes: dict[str, str] | None = None,
+        delay_s: int = 0,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        return BACKOFF.call(self._send_once, body, attributes, delay_s, group_id, deduplication_id)
+
+    def _send_once(
         self,
         body: str,
         attributes: dict[str, str] | None = None,
@@ -207,7 +220,7 @@ class SqsQueue:
         url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
         return SqsQueue(url, client=self.client)
 
-    def list_dead_letters(self, limit: int) -> list[DeadLetter]:
+    def list_dead_letters(self, limit: int) -> list[DeadLetterEntry]:
         """Peeks: messages are received with a short timeout and made visible again."""
         dead_letters = self._dead_letter_queue()
         peeked: list[ReceivedMessage] = []
@@ -222,7 +235,7 @@ class SqsQueue:
             for message in peeked:
                 dead_letters.release(message)
         return [
-            DeadLetter(
+            DeadLetterEntry(
                 message.message_id,
                 message.body,
                 message.attributes.get(REASON_ATTRIBUTE, "(moved by redrive policy)"),

@@ -93,7 +93,13 @@ def test_oversized_and_infrastructure_poison_on_the_local_queue(tmp_path: Path, 
     # the receive counter has moved it to the dead letters.
     deadline = time.monotonic() + 60
     while len(queue.list_dead_letters(10)) < 2 and time.monotonic() < deadline:
-        worker_factory(queue_url=queue.url, results_url=results.url, max_receives=2, retry_budget_s=2.0).run()
+        worker_factory(
+            queue_url=queue.url,
+            results_url=results.url,
+            max_receives=2,
+            retry_budget_s=2.0,
+            allow_private_http=True,  # the unreachable address is a loopback one
+        ).run()
         time.sleep(0.5)
     letters = {letter.body: letter.reason for letter in queue.list_dead_letters(10)}
     assert set(letters) == {oversized, infrastructure}

@@ -97,9 +97,7 @@ def test_sigkill_mid_container_job_leaves_no_container(
     summary("sigkill-mid-container", 1, *tally(["killed-container"], found))
 
 
-def test_sigterm_mid_job_releases_at_once(
-    sqs, queue_factory, spawn_worker, tmp_path
-) -> None:
+def test_sigterm_mid_job_releases_at_once(sqs, queue_factory, spawn_worker, tmp_path) -> None:
     queue, results = queue_factory(), queue_factory()
     record = tmp_path / "executions"
     SqsQueue(queue).send(tool_job("terminated-mid-job", ("--sleep", 30), ("--record", str(record))))

@@ -12,10 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from lanworker.cli import build_worker
 from lanworker.config import WorkerConfig, build_config
 from lanworker.queues import SqsQueue
-from lanworker.worker import Worker
+from lanworker.worker import Worker, build_worker
 from tests.helpers.moto import MotoServer, apply_environment, free_port, restore_environment
 
 TOOL = str(Path(__file__).resolve().parent / "tool.py")

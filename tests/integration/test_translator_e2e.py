@@ -130,7 +130,7 @@ def test_malformed_event_messages_are_dead_lettered(moto_server, queue_factory, 
     letters = SqsQueue(dead).receive(10, 1, 30)
     assert sorted(m.body for m in letters) == sorted(bodies)
     reasons = " ".join(m.attributes["lanworker-dead-letter-reason"] for m in letters)
-    assert "not valid JSON" in reasons and "no bucket name" in reasons
+    assert "not valid JSON" in reasons and "s3.bucket must be an object" in reasons
     assert SqsQueue(events).receive(10, 0, 30) == []
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,8 @@ def test_relative_program_paths_are_made_absolute(tmp_path, monkeypatch) -> None
     from lanworker.executors.native import NativeExecutor
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    (tmp_path / ".venv/bin/python").symlink_to(sys.executable)
     executor = NativeExecutor((".venv/bin/python", "script.py"), tmp_path)
     assert executor.base_command == (str(tmp_path / ".venv/bin/python"), "script.py")
     assert NativeExecutor(("python3", "x"), tmp_path).base_command == ("python3", "x")

@@ -6,7 +6,7 @@ import configparser
 import re
 from pathlib import Path
 
-from lanworker import cli
+from lanworker import exitcodes as cli
 from lanworker.config import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +41,9 @@ def test_unit_exit_codes_match_the_cli() -> None:
 def test_dockerfile_is_non_root_exec_form_with_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\S+", text, re.M)
-    assert re.search(r'^ENTRYPOINT \["python3", "/app/worker.py"\]', text, re.M)
+    assert re.search(r"^ENTRYPOINT \[\"lanworker\"\]", text, re.M)
+    assert (
+        re.search(r"pip install .*--no-index", text) and "pip install -e" not in text
+    )  # a wheel, not editable
     assert "HEALTHCHECK" in text and "/healthz" in text
     assert "LANWORKER_METRICS_PORT=9100" in text

@@ -70,10 +70,13 @@ def test_test_event_is_recognised() -> None:
         ("not json", "not valid JSON"),
         ("[]", "must be a JSON object"),
         ('{"Records": []}', "no records"),
-        ('{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": "k"}}}]}', "no bucket"),
+        (
+            '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": "k"}}}]}',
+            "s3.bucket must be an object",
+        ),
         (
             '{"Records": [{"eventVersion": "3.0", "eventName": "x", "s3": {}}]}',
-            "unsupported eventVersion 3.0",
+            "unsupported eventVersion '3.0'",
         ),
         ('{"hello": "world"}', "not an S3 event notification"),
         ('{"Type": "Notification", "Message": "{oops"}', "not valid JSON"),

@@ -7,6 +7,7 @@ import pytest
 
 from lanworker import messages
 from lanworker.errors import InvalidMessage, JobFailed
+from lanworker.policy import MessagePolicy
 from lanworker.staging import Workspace, collect_uploads, safe_relative, stage_inputs
 from lanworker.storage import Storage
 
@@ -25,7 +26,7 @@ def test_ordinary_keys_are_kept(key: str) -> None:
 
 
 def make_workspace(tmp_path: Path) -> Workspace:
-    workspace = Workspace(tmp_path / "job", allow_local_files=True)
+    workspace = Workspace(tmp_path / "job")
     workspace.create()
     return workspace
 
@@ -49,10 +50,12 @@ def test_planted_symlink_cannot_redirect_staging(tmp_path: Path) -> None:
         workspace.input_path("s3://bucket/evil.txt", "t")
 
 
-def test_local_files_can_be_disabled(tmp_path: Path) -> None:
-    workspace = Workspace(tmp_path / "job", allow_local_files=False)
-    with pytest.raises(InvalidMessage, match="disabled"):
-        workspace.input_path("/etc/passwd", "t")
+def test_local_files_can_be_disabled() -> None:
+    message = messages.from_document(
+        {"service": "s", "command": {"arguments": [{"type": "input", "value": "/etc/passwd"}]}}
+    )
+    [problem] = MessagePolicy(allow_local_files=False).problems(message)
+    assert "$.command.arguments[0].value" in problem and "disabled" in problem
 
 
 def test_stage_local_inputs_sidecars_and_outputs(tmp_path: Path) -> None:
@@ -80,8 +83,10 @@ def test_stage_local_inputs_sidecars_and_outputs(tmp_path: Path) -> None:
     assert sorted(p.name for p in local_input.parent.iterdir()) == ["poly.dbf", "poly.shp", "polygon.txt"]
     assert {r.size for r in staged.downloads} == {3, 29}
     Path(staged.argv[3]).write_text("result")
-    pairs = collect_uploads(staged)
-    assert pairs == [(Path(staged.argv[3]), str(tmp_path / "results" / "out.txt"))]
+    uploads = collect_uploads(staged, workspace.root)
+    assert uploads.files == [
+        (workspace.relative(Path(staged.argv[3])), str(tmp_path / "results" / "out.txt"))
+    ]
 
 
 def test_missing_output_and_symlinked_output_fail(tmp_path: Path) -> None:
@@ -92,10 +97,11 @@ def test_missing_output_and_symlinked_output_fail(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     staged = stage_inputs(messages.from_document(document), workspace, Storage(), 1)
     with pytest.raises(JobFailed, match="not produced"):
-        collect_uploads(staged)
+        collect_uploads(staged, workspace.root)
     os.symlink("/etc/passwd", staged.argv[0])
-    with pytest.raises(JobFailed, match="symlink"):
-        collect_uploads(staged)
+    with pytest.raises(JobFailed, match="symbolic link") as refused:
+        collect_uploads(staged, workspace.root)
+    assert refused.value.reason == "unsafe-output"
 
 
 def test_missing_local_input_is_a_job_failure(tmp_path: Path) -> None:
@@ -121,7 +127,7 @@ def test_docker_host_workdir_maps_bind_mount_sources(tmp_path: Path) -> None:
     from lanworker.executors.docker import DockerExecutor
 
     work_root = tmp_path / "work"
-    workspace = Workspace(work_root / "worker-1" / "job-1", allow_local_files=True)
+    workspace = Workspace(work_root / "worker-1" / "job-1")
     same_path = DockerExecutor(["*"], "worker-1", work_root)
     assert same_path.host_path(workspace) == str(workspace.root)
     mapped = DockerExecutor(["*"], "worker-1", work_root, host_workdir=Path("/srv/lanworker"))

@@ -1,0 +1,145 @@
+"""The receive loop the worker and the translator share: small steps, every wait bounded.
+
+Invariant: no step waits longer than max(STEP_S, the long poll), so a shutdown request is
+seen within one step whether the loop is idle, busy or draining a `--once` run. A message
+received after shutdown was requested is released at once, never started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from lanworker.errors import QueueUnreachable, TransientError
+from lanworker.queues import Queue, ReceivedMessage, SinglePass
+
+logger = logging.getLogger(__name__)
+
+STEP_S = 1.0  # the longest a step waits for running handlers
+ONCE_WAIT_S = 1  # the long poll of a --once run: it ends when the queue is empty
+RECEIVE_BACKOFF_MAX_S = 30.0
+
+
+def _nothing() -> None:
+    return None
+
+
+class ReceiveLoop:
+    def __init__(
+        self,
+        queue: Queue,
+        handle: Callable[[ReceivedMessage], None],
+        *,
+        concurrency: int,
+        wait_time_s: int,
+        visibility_timeout_s: int,
+        once: bool,
+        shutdown: threading.Event,
+        on_alive: Callable[[], None] = _nothing,
+        on_receive_error: Callable[[], None] = _nothing,
+        name: str = "job",
+    ) -> None:
+        self.queue = queue
+        self.handle = handle
+        self.concurrency = concurrency
+        self.wait_time_s = min(wait_time_s, ONCE_WAIT_S) if once else wait_time_s
+        self.visibility_timeout_s = visibility_timeout_s
+        self.once = once
+        self.shutdown = shutdown
+        self.on_alive = on_alive
+        self.on_receive_error = on_receive_error
+        self.name = name
+        self.running: set[Future[None]] = set()
+        self.single_pass = SinglePass(queue)
+        self._backoff_s = 1.0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, grace_period_s: float, force: threading.Event, stop_running: Callable[[], None]) -> None:
+        """Loop until shutdown (or, with once, an empty queue), then drain the handlers."""
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=self.name) as pool:
+            self._pool = pool
+            while self.poll_iteration():
+                pass
+            self.drain(grace_period_s, force, stop_running)
+        self.single_pass.finish()
+
+    def poll_iteration(self) -> bool:
+        """One step; False when the loop is over."""
+        self.running = {future for future in self.running if not future.done()}
+        if self.shutdown.is_set():
+            return False
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
+            self.on_alive()  # busy is not stalled
+            return True
+        messages = self._receive(free)
+        if messages is None:
+            return True
+        self.on_alive()
+        if self.shutdown.is_set():
+            # A long poll that returns after the signal: hand these straight back.
+            for message in messages:
+                self._release(message)
+            return False
+        drained = not messages
+        if self.once:
+            messages = self.single_pass.first_sightings(messages)
+        for message in messages:
+            assert self._pool is not None
+            self.running.add(self._pool.submit(self.handle, message))
+        if self.once and drained:
+            if not self.running:
+                return False
+            wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
+        return True
+
+    def _receive(self, free: int) -> list[ReceivedMessage] | None:
+        try:
+            messages = self.queue.receive(min(free, 10), self.wait_time_s, self.visibility_timeout_s)
+        except (TransientError, QueueUnreachable) as exc:
+            self.on_receive_error()
+            logger.error(
+                "receive failed, retrying in %.0f s: %s", self._backoff_s, exc, extra={"action": "receive"}
+            )
+            self.shutdown.wait(self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, RECEIVE_BACKOFF_MAX_S)
+            return None
+        self._backoff_s = 1.0
+        return messages
+
+    def _release(self, message: ReceivedMessage) -> None:
+        try:
+            self.queue.release(message)
+        except Exception as exc:
+            # It comes back after its visibility timeout; nothing is lost.
+            logger.error(
+                "release of message %s failed: %s", message.message_id, exc, extra={"action": "release"}
+            )
+
+    def drain(self, grace_period_s: float, force: threading.Event, stop_running: Callable[[], None]) -> None:
+        """Let running handlers finish within the grace period; then ask them to stop."""
+        pending = {future for future in self.running if not future.done()}
+        if not pending:
+            return
+        logger.info(
+            "waiting up to %.0f s for %d running job(s) to finish",
+            grace_period_s,
+            len(pending),
+            extra={"action": "shutdown"},
+        )
+        deadline = time.monotonic() + grace_period_s
+        while pending and not force.is_set() and time.monotonic() < deadline:
+            _, pending = wait(pending, timeout=0.2)
+        if pending:
+            logger.warning(
+                "stopping %d job(s) and releasing their messages", len(pending), extra={"action": "shutdown"}
+            )
+            stop_running()
+            while pending:
+                _, pending = wait(pending, timeout=STEP_S)
+                if pending:
+                    logger.info("still stopping %d job(s)", len(pending), extra={"action": "shutdown"})

@@ -1,0 +1,132 @@
+"""Which failures are transient, and how long to retry them.
+
+`is_transient` reads AWS error codes, connection errors of boto, requests and urllib3;
+`Backoff` retries a call on TransientError with exponential backoff and full jitter within
+an explicit time budget (the worker's --retry-budget-s for storage calls).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import botocore.exceptions
+import requests.exceptions
+import urllib3.exceptions
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from lanworker.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "EC2ThrottledException",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "AWS.SimpleQueueService.ServiceUnavailable",
+    }
+)
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    ConnectionError,
+    TimeoutError,
+    # http(s) inputs and the docker SDK speak requests/urllib3.
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+)
+
+
+def client_error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may go away by themselves (network, throttling, 5xx)."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        if client_error_code(exc) in THROTTLING_CODES:
+            return True
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return isinstance(status, int) and status >= 500
+    return False
+
+
+def as_transient(exc: BaseException, what: str) -> TransientError:
+    return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    logger.warning(
+        "transient failure in %s (attempt %d), retrying: %s",
+        getattr(state.fn, "__qualname__", "call"),
+        state.attempt_number,
+        exc,
+        extra={"action": "retry"},
+    )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry a call on TransientError with exponential backoff plus jitter.
+
+    The waits grow 0.5, 1, 2, 4, 8, 10, 10 ... s (each plus up to 0.5 s of jitter), so an
+    outage of several seconds is ridden out, until `budget_s` or `attempts` runs out. The
+    call must translate its low-level exceptions into TransientError itself, so only
+    failures known to be retryable are retried.
+    """
+
+    attempts: int = 12
+    max_wait_s: float = 10.0
+    budget_s: float = 60.0
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_exponential(multiplier=0.5, max=self.max_wait_s) + wait_random(0, 0.5),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.budget_s),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return retrying(fn, *args, **kwargs)

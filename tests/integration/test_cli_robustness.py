@@ -1,0 +1,159 @@
+"""Defects found by trying the CLI as a new user would: each exits with its documented code."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from lanworker import exitcodes
+from lanworker.queues import LocalQueue
+from tests.helpers.processes import run_cli, start_cli, wait_until
+
+TOOL = str(Path(__file__).resolve().parents[1] / "helpers" / "tool.py")
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalQueue:
+    return LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")
+
+
+def job(**extra: object) -> str:
+    return json.dumps({"service": "tool", "command": {"arguments": []}, **extra})
+
+
+@pytest.mark.parametrize(
+    "command", [["[no-such-program,", "my_script.py]"], ['["python3", "x.py"]'], ["--", "/nonexistent/tool"]]
+)
+def test_a_worker_whose_program_cannot_run_exits_78_before_receiving(
+    local: LocalQueue, tmp_path: Path, command: list[str]
+) -> None:
+    local.send(job())
+    completed = run_cli(
+        "native", "--queue", local.url, "--work-root", str(tmp_path / "w"), "--once", *command
+    )
+    if command[0] == '["python3", "x.py"]':
+        # python3 exists: the JSON form is read, the worker runs, the script is the job's problem.
+        assert completed.returncode == exitcodes.EXIT_OK, completed.stderr
+        return
+    assert completed.returncode == exitcodes.EXIT_CONFIG, completed.stderr
+    assert "configuration error" in completed.stderr
+    [message] = local.receive(1, 0, 30)
+    assert message.receive_count == 1  # nobody took it before
+
+
+def test_the_seed_readme_command_line_runs_jobs(local: LocalQueue, tmp_path: Path) -> None:
+    local.send(job(command={"arguments": [{"type": "parameter", "name": "--arg1", "value": "seed"}]}))
+    results = local.sibling("results")
+    completed = run_cli(
+        "native",
+        "--queue",
+        local.url,
+        "--results",
+        results.url,
+        "--work-root",
+        str(tmp_path / "w"),
+        "--once",
+        "[python3,",
+        f"{TOOL}]",
+    )
+    assert completed.returncode == exitcodes.EXIT_OK, completed.stderr
+    [reply] = results.receive(1, 0, 30)
+    result = json.loads(reply.body)
+    assert result["state"] == "succeeded" and "arg1=seed" in result["stdout"]["text"]
+
+
+def test_sigterm_in_once_mode_with_free_slots_releases_within_the_grace_period(
+    local: LocalQueue, tmp_path: Path
+) -> None:
+    local.send(job(command={"arguments": [{"type": "parameter", "name": "--sleep", "value": 30}]}))
+    worker = start_cli(
+        "native",
+        "--queue",
+        local.url,
+        "--work-root",
+        str(tmp_path / "w"),
+        "--once",
+        "--concurrency",
+        "2",
+        "--grace-period-s",
+        "1",
+        "--log-format",
+        "json",
+        "--",
+        "python3",
+        TOOL,
+        log_path=tmp_path / "worker.log",
+    )
+    wait_until(lambda: local.counts()["in_flight"] == 1, 20, "the job to start")
+    time.sleep(0.5)
+    began = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == exitcodes.EXIT_STOPPED
+    assert time.monotonic() - began < 10  # about the 1 s grace period, not the job's 30 s
+    assert local.counts() == {"visible": 1, "in_flight": 0, "dead_letters": 0}
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b"[" * 1000 + b"]" * 1000, "nested"),
+        (
+            json.dumps({"service": "s", "command": {"arguments": [{"type": "parameter", "value": 1}]}})
+            .encode()
+            .replace(b"1}", b"1" * 5000 + b"}"),
+            "4300 digits",
+        ),
+        (b'{"service": "s", "command": {"x": ' + b'{"a": ' * 900 + b"1" + b"}" * 900 + b"}}", "nested"),
+        (
+            b'{"service": "s", "command": {"arguments": [], "stdin": {"type": "pipe", "value": "\\ud800"}}}',
+            "surrogate",
+        ),
+    ],
+)
+def test_validate_and_submit_report_unusable_files_without_a_traceback(
+    local: LocalQueue, tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    path = tmp_path / "message.json"
+    path.write_bytes(content)
+    completed = run_cli("validate", str(path))
+    assert completed.returncode == exitcodes.EXIT_FAILED, completed.stderr
+    assert fragment in completed.stdout and "Traceback" not in completed.stderr
+    completed = run_cli("submit", "--queue", local.url, str(path))
+    assert completed.returncode == exitcodes.EXIT_FAILED
+    assert fragment in completed.stderr and "Traceback" not in completed.stderr
+    assert local.counts()["visible"] == 0
+
+
+def test_submit_of_a_missing_file_is_a_usage_error(local: LocalQueue, tmp_path: Path) -> None:
+    completed = run_cli("submit", "--queue", local.url, str(tmp_path / "nope.json"))
+    assert completed.returncode == exitcodes.EXIT_USAGE
+    assert "cannot read" in completed.stderr and "Traceback" not in completed.stderr
+    completed = run_cli("validate", str(tmp_path / "nope.json"))
+    assert completed.returncode == exitcodes.EXIT_FAILED and "cannot read" in completed.stdout
+
+
+def test_text_logs_escape_control_characters(local: LocalQueue, tmp_path: Path) -> None:
+    hostile_id = "x\x1b[31mRED\nFAKE 2026-01-01 00:00:00 INFO forged line"
+    local.send(json.dumps({"id": hostile_id, "service": "s"}))  # invalid: no command
+    completed = run_cli(
+        "native",
+        "--queue",
+        local.url,
+        "--work-root",
+        str(tmp_path / "w"),
+        "--once",
+        "--log-format",
+        "text",
+        "--",
+        "true",
+    )
+    assert completed.returncode == exitcodes.EXIT_OK
+    assert "\x1b" not in completed.stderr
+    assert not any(line.startswith("FAKE") for line in completed.stderr.splitlines())
+    assert re.search(r"\\x1b\[31mRED\\nFAKE", completed.stderr)

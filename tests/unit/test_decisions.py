@@ -1,0 +1,180 @@
+"""The worker's decisions, driven through the shipped fakes: what happens to each message."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lanworker.errors import CannotStart, InvalidMessage, TransientError
+from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms
+from lanworker.stops import StopReason
+from lanworker.testing import ScriptedExecutor, fake_worker, wait_for_stop
+
+
+def message(**extra: Any) -> str:
+    document: dict[str, Any] = {
+        "service": "tool",
+        "command": {"arguments": [{"type": "parameter", "value": "x"}]},
+    }
+    document.update(extra)
+    return json.dumps(document)
+
+
+def run_one(work_root: Path, body: str, executor: ScriptedExecutor | None = None, **flags: Any):
+    fake = fake_worker(work_root, executor, **flags)
+    message_id = fake.queue.send(body)
+    fake.run()
+    return fake, message_id
+
+
+def test_success_is_reported_then_deleted(work_root: Path) -> None:
+    fake, message_id = run_one(work_root, message(id="job-1"))
+    [result] = fake.result_documents()
+    assert (result["job_id"], result["state"], result["exit_code"]) == ("job-1", "succeeded", 0)
+    assert fake.queue.ops(message_id) == ["send", "receive", "delete"]
+
+
+def test_a_failing_command_is_reported_failed_and_deleted(work_root: Path) -> None:
+    fake, message_id = run_one(work_root, message(), ScriptedExecutor([ExecutionResult(exit_code=3)]))
+    [result] = fake.result_documents()
+    assert (result["state"], result["reason"], result["exit_code"]) == ("failed", "exit-code", 3)
+    assert fake.queue.ops(message_id)[-1] == "delete"
+
+
+def test_an_oom_kill_is_its_own_reason(work_root: Path) -> None:
+    executor = ScriptedExecutor([ExecutionResult(exit_code=137, oom_killed=True)])
+    fake, _ = run_one(work_root, message(), executor)
+    assert fake.result_documents()[0]["reason"] == "oom"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", message(service=""), message(id="bad id\n"), '{"service": "x", "command": {"a": NaN}}'],
+)
+def test_invalid_messages_are_dead_lettered_at_once(work_root: Path, body: str) -> None:
+    fake, message_id = run_one(work_root, body)
+    assert fake.queue.ops(message_id) == ["send", "receive", "dead-letter"]
+    [result] = fake.result_documents()
+    assert result["reason"] == "invalid-message"
+    assert result["job_id"] == message_id  # an id that is not well-formed is never used
+
+
+def test_a_command_that_cannot_start_is_dead_lettered(work_root: Path) -> None:
+    executor = ScriptedExecutor([CannotStart("no such program")])
+    fake, message_id = run_one(work_root, message(), executor)
+    assert fake.queue.ops(message_id)[-1] == "dead-letter"
+    assert fake.result_documents()[0]["reason"] == "cannot-start"
+
+
+def test_an_executor_refusal_is_an_invalid_message(work_root: Path) -> None:
+    executor = ScriptedExecutor(refuse=InvalidMessage("image 'evil' is not allowed"))
+    fake, message_id = run_one(work_root, message(), executor)
+    assert fake.queue.ops(message_id)[-1] == "dead-letter"
+    assert "not allowed" in fake.queue.dead_letters[0].reason
+
+
+def test_transient_trouble_releases_with_a_backoff(work_root: Path) -> None:
+    executor = ScriptedExecutor([TransientError("engine unreachable")])
+    fake, message_id = run_one(work_root, message(), executor)
+    assert fake.queue.ops(message_id)[-1] == "release"
+    assert fake.result_documents() == []
+    assert fake.queue.messages[message_id].visible_at > time.monotonic() + 3  # not at once
+
+
+def test_a_retry_policy_requeues_before_deleting(work_root: Path) -> None:
+    body = message(id="job-r", retry={"attempts": 2, "on_exit_codes": [3]})
+    fake, message_id = run_one(work_root, body, ScriptedExecutor([ExecutionResult(exit_code=3)]))
+    first, second = fake.result_documents()
+    assert (first["state"], first["next_attempt"], first["attempt"]) == ("retrying", 2, 1)
+    assert (second["job_id"], second["state"], second["attempt"]) == ("job-r", "succeeded", 2)
+    assert fake.queue.ops(message_id) == ["send", "receive", "delete"]
+
+
+def test_timeout_covers_the_run_and_fails_the_job(work_root: Path) -> None:
+    executor = ScriptedExecutor(script=wait_for_stop)
+    fake, _ = run_one(work_root, message(timeout_s=0.2), executor)
+    [result] = fake.result_documents()
+    assert (result["state"], result["reason"]) == ("failed", "timeout")
+
+
+def test_a_service_timeout_applies_when_the_message_has_none(work_root: Path) -> None:
+    executor = ScriptedExecutor(script=wait_for_stop, terms=JobTerms(timeout_s=0.2))
+    fake, _ = run_one(work_root, message(), executor)
+    assert fake.result_documents()[0]["reason"] == "timeout"
+
+
+def test_a_cancel_marker_stops_a_running_job(work_root: Path, tmp_path: Path) -> None:
+    control = tmp_path / "control"
+
+    def cancel_then_wait(request: ExecutionRequest) -> ExecutionResult:
+        (control / "cancel").mkdir(parents=True)
+        (control / "cancel" / request.job_id).write_text("{}")
+        return wait_for_stop(request)
+
+    executor = ScriptedExecutor(script=cancel_then_wait)
+    fake, message_id = run_one(
+        work_root, message(id="job-c"), executor, control_url=str(control), heartbeat_interval_s=0.1
+    )
+    [result] = fake.result_documents()
+    assert (result["state"], result["reason"]) == ("canceled", "canceled")
+    assert fake.queue.ops(message_id)[-1] == "delete"
+    assert not (control / "cancel" / "job-c").exists()
+
+
+def test_shutdown_with_free_slots_in_once_mode_releases_the_running_job(work_root: Path) -> None:
+    started = threading.Event()
+
+    def long_command(request: ExecutionRequest) -> ExecutionResult:
+        started.set()
+        return wait_for_stop(request, limit_s=30)
+
+    fake = fake_worker(work_root, ScriptedExecutor(script=long_command), concurrency=2, grace_period_s=0.2)
+    message_id = fake.queue.send(message())
+    runner = threading.Thread(target=fake.run)
+    runner.start()
+    assert started.wait(10)
+    began = time.monotonic()
+    fake.worker.request_shutdown()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert time.monotonic() - began < 5  # the grace period, not the job's 30 s
+    assert fake.queue.ops(message_id)[-1] == "release"
+    assert fake.result_documents() == []
+
+
+def test_a_lost_lease_leaves_the_message_alone(work_root: Path) -> None:
+    def steal(request: ExecutionRequest) -> ExecutionResult:
+        stored = fake.queue.messages[request.job_id]
+        stored.receipt = "someone-else"  # another worker received it
+        return wait_for_stop(request, limit_s=10)
+
+    fake = fake_worker(work_root, ScriptedExecutor(script=steal), heartbeat_interval_s=0.05)
+    message_id = fake.queue.send(message())
+    fake.run()
+    assert fake.queue.ops(message_id) == ["send", "receive"]
+    assert fake.result_documents() == []
+
+
+def test_a_result_that_cannot_be_delivered_releases_the_message(work_root: Path) -> None:
+    fake = fake_worker(work_root)
+    message_id = fake.queue.send(message())
+
+    def broken_send(*args: object, **kwargs: object) -> str:
+        raise TransientError("results queue unreachable")
+
+    fake.results.send = broken_send  # type: ignore[method-assign]
+    fake.run()
+    assert fake.queue.ops(message_id)[-1] == "release"
+
+
+def test_stop_reasons_that_fail_a_job() -> None:
+    assert {reason for reason in StopReason if reason.fails_job} == {
+        StopReason.TIMEOUT,
+        StopReason.MAX_RUNTIME,
+        StopReason.DISK_LIMIT,
+    }

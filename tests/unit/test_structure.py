@@ -1,0 +1,70 @@
+"""The package's shape: no import cycles, leaves stay leaves, schemas ship inside."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "lanworker"
+
+
+def imports() -> dict[str, set[str]]:
+    """module -> lanworker modules it imports at module level (function-level imports excluded)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        targets = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lanworker"):
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names if alias.name.startswith("lanworker")}
+        graph[module] = targets - {module}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    graph = imports()
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        if state.get(module) == "open":
+            # a subpackage's modules import their own package's siblings; that is not a cycle
+            cycle = path[path.index(module) :]
+            if not all(step.startswith(module + ".") or step == module for step in cycle):
+                pytest.fail("import cycle: " + " -> ".join([*cycle, module]))
+            return
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+@pytest.mark.parametrize("leaf", ["lanworker.exitcodes", "lanworker.stops"])
+def test_leaves_import_nothing_of_ours(leaf: str) -> None:
+    assert imports()[leaf] == set()
+
+
+def test_errors_holds_error_classes_only() -> None:
+    assert imports()["lanworker.errors"] <= {"lanworker.stops"}
+    assert "boto" not in (PACKAGE / "errors.py").read_text()
+
+
+def test_config_does_not_pull_in_the_queues() -> None:
+    assert imports()["lanworker.config"] == {"lanworker.errors"}
+
+
+def test_schemas_are_package_data() -> None:
+    from lanworker.messages import load_schema
+
+    for name in ("command.schema.json", "rules.schema.json", "services.schema.json"):
+        assert load_schema(name)["$schema"].startswith("https://json-schema.org/")
+    assert (PACKAGE.parent / "schemas").resolve() == PACKAGE / "schemas"
