@@ -12,7 +12,7 @@ from lanworker.queues import LocalQueue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.helpers.aws_fixtures", "tests.helpers.docker_fixtures"]
+pytest_plugins = ["tests.helpers.aws_fixtures", "tests.helpers.docker_fixtures", "tests.helpers.packaging"]
 
 
 @pytest.fixture(autouse=True)

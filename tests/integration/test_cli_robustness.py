@@ -157,3 +157,41 @@ def test_text_logs_escape_control_characters(local: LocalQueue, tmp_path: Path) 
     assert "\x1b" not in completed.stderr
     assert not any(line.startswith("FAKE") for line in completed.stderr.splitlines())
     assert re.search(r"\\x1b\[31mRED\\nFAKE", completed.stderr)
+
+
+def test_translate_dry_run_says_why_and_reads_on_after_a_bad_file(tmp_path: Path) -> None:
+    removed = tmp_path / "removed.json"
+    removed.write_text(
+        json.dumps(
+            {
+                "Records": [
+                    {
+                        "eventVersion": "2.1",
+                        "eventName": "ObjectRemoved:Delete",
+                        "s3": {"bucket": {"name": "gen3-upload"}, "object": {"key": "x/y.bam"}},
+                    }
+                ]
+            }
+        )
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": "b"}}]}))
+    lambda_batch = tmp_path / "lambda.json"
+    lambda_batch.write_text(json.dumps({"Records": [{"messageId": "1", "body": "{}"}]}))
+    completed = run_cli(
+        "translate",
+        "--dry-run",
+        "--rules",
+        "examples/rules/gen3.yaml",
+        str(bad),
+        str(lambda_batch),
+        str(removed),
+    )
+    assert completed.returncode == exitcodes.EXIT_FAILED
+    assert "Traceback" not in completed.stderr
+    assert f"{bad}: Records[0].s3.bucket must be an object" in completed.stderr
+    assert f"{lambda_batch}: Records[0] is a Lambda batch record" in completed.stderr
+    assert (
+        f"{removed}: record 0 (ObjectRemoved:Delete s3://gen3-upload/x/y.bam): no rule fires on"
+        in completed.stderr
+    )
