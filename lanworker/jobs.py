@@ -43,6 +43,7 @@ from lanworker.safefs import disk_usage_bytes
 from lanworker.staging import StagedJob, Workspace, collect_uploads, stage_inputs, upload_outputs
 from lanworker.stops import StopReason
 from lanworker.storage import Checkpoint, Storage, TransferRecord
+from lanworker.tasks import collect_task_outputs, plan_layout, stage_task_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +290,11 @@ class JobRunner:
                     self.executor.path_mapper(workspace),
                     watch.checkpoint,
                 )
+                if message.is_task:
+                    staged.task = plan_layout(message, workspace)
+                    staged.downloads += stage_task_inputs(
+                        message, staged.task, self.storage, self.config.transfer_concurrency, watch.checkpoint
+                    )
             result.inputs = [record.as_dict() for record in staged.downloads]
             self.metrics.bytes_staged.inc(sum(record.size for record in staged.downloads))
             watch.checkpoint()
@@ -376,6 +382,7 @@ class JobRunner:
             stdout=stdout,
             stderr=stderr,
             should_stop=watch,
+            task=staged.task,
         )
         try:
             execution = self.executor.run(request)
@@ -385,8 +392,11 @@ class JobRunner:
         result.exit_code = execution.exit_code
         result.stdout = stdout.as_result()
         result.stderr = stderr.as_result()
-        if execution.details:
-            result.extra["execution"] = execution.details
+        details = dict(execution.details)
+        if "executors" in details:
+            result.extra["executors"] = details.pop("executors")
+        if details:
+            result.extra["execution"] = details
         return execution
 
     def _upload(
@@ -403,9 +413,15 @@ class JobRunner:
             spec = getattr(message.command, name)
             if spec is not None and spec.type == "uri":
                 files.append((PurePosixPath("streams", name), spec.value))
-        if succeeded or self.config.upload_on_failure:
+        container_paths: dict[str, str] = {}
+        if succeeded or self.config.upload_on_failure or message.upload_on_failure:
             uploads = collect_uploads(staged, workspace.root, produced_only=not succeeded)
             files += uploads.files
+            if staged.task is not None:
+                found, skipped = collect_task_outputs(message, staged.task, produced_only=not succeeded)
+                files += [(upload.relative, upload.url) for upload in found]
+                container_paths = {upload.url: upload.container_path for upload in found}
+                uploads.skipped += skipped
             if uploads.skipped:
                 result.extra["skipped_outputs"] = uploads.skipped
                 logger.warning(
@@ -418,7 +434,11 @@ class JobRunner:
             files, workspace.root, self.storage, self.config.transfer_concurrency, checkpoint
         )
         self.metrics.bytes_uploaded.inc(sum(record.size for record in records))
-        return [record.as_dict() for record in records]
+        documents = [record.as_dict() for record in records]
+        for document in documents:
+            if document["uri"] in container_paths:
+                document["path"] = container_paths[document["uri"]]
+        return documents
 
     def _failure_text(self, execution: ExecutionResult, message: CommandMessage) -> str:
         stop = execution.stop_reason
@@ -444,7 +464,7 @@ class JobRunner:
         if reason is StopReason.CANCELED:
             self.clear_cancel(job_id)
             result.state, result.reason, result.error = "canceled", "canceled", "canceled while running"
-            self.events.publish(job_id, "canceled", reason="canceled")
+            self.events.publish(job_id, "canceled", reason="canceled", result=result.summary())
             return Delete(result, message.reply_to)
         if reason.fails_job:
             result.reason, result.error = reason.value, _STOP_TEXT[reason]
@@ -462,7 +482,9 @@ class JobRunner:
             result.extra["next_attempt"] = message.attempt + 1
             self.events.publish(job_id, "retrying", attempt=message.attempt, next_attempt=message.attempt + 1)
             return Delete(result, message.reply_to, Requeue(json.dumps(document), int(policy.delay_s)))
-        self.events.publish(job_id, result.state, exit_code=result.exit_code, reason=result.reason)
+        self.events.publish(
+            job_id, result.state, exit_code=result.exit_code, reason=result.reason, result=result.summary()
+        )
         return Delete(result, message.reply_to)
 
 

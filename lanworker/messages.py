@@ -92,6 +92,40 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class TaskExecutor:
+    """One step of a container task: an image and its full argv (the entrypoint replaced)."""
+
+    image: str
+    command: tuple[str, ...]
+    workdir: str | None = None
+    stdin: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ignore_error: bool = False
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    path: str  # absolute, inside the container
+    url: str | None = None
+    content: str | None = None
+    is_directory: bool = False
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    path: str  # absolute, inside the container; may hold POSIX wildcards
+    url: str
+    path_prefix: str | None = None
+    is_directory: bool = False
+
+    @property
+    def has_wildcards(self) -> bool:
+        return any(char in self.path for char in "*?[")
+
+
+@dataclass(frozen=True)
 class CommandMessage:
     service: str
     test: bool = False
@@ -104,7 +138,17 @@ class CommandMessage:
     retry: RetryPolicy | None = None
     attempt: int = 1
     command: Command = field(default_factory=Command)
+    # A container task (GA4GH TES shaped) instead of `command`:
+    executors: tuple[TaskExecutor, ...] = ()
+    inputs: tuple[TaskInput, ...] = ()
+    outputs: tuple[TaskOutput, ...] = ()
+    volumes: tuple[str, ...] = ()
+    upload_on_failure: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_task(self) -> bool:
+        return bool(self.executors)
 
 
 def _stream(data: dict[str, Any] | None) -> Stream | None:
@@ -121,22 +165,25 @@ def _argument_value(value: Any) -> str | None:
     return str(value)
 
 
+def _uri_problems(path: str, uri: str, writable: bool) -> list[str]:
+    scheme = uri_scheme(uri)
+    allowed = WRITABLE_SCHEMES if writable else READABLE_SCHEMES
+    if scheme not in allowed:
+        usage = "an output" if writable else "an input"
+        return [
+            f"{path}: scheme '{scheme}://' is not supported for {usage} "
+            f"(use one of: {', '.join(s + '://' for s in allowed)} or a local path)"
+        ]
+    if scheme == "s3" and not uri[len("s3://") :].partition("/")[0]:
+        return [f"{path}: '{uri}' has no bucket"]
+    return []
+
+
 def _check_uris(command: dict[str, Any]) -> list[str]:
     problems: list[str] = []
 
     def check(path: str, uri: str, writable: bool) -> None:
-        scheme = uri_scheme(uri)
-        allowed = WRITABLE_SCHEMES if writable else READABLE_SCHEMES
-        if scheme not in allowed:
-            usage = "an output" if writable else "an input"
-            problems.append(
-                f"{path}: scheme '{scheme}://' is not supported for {usage} "
-                f"(use one of: {', '.join(s + '://' for s in allowed)} or a local path)"
-            )
-        elif scheme == "s3":
-            bucket, _, _ = uri[len("s3://") :].partition("/")
-            if not bucket:
-                problems.append(f"{path}: '{uri}' has no bucket")
+        problems.extend(_uri_problems(path, uri, writable))
 
     for index, argument in enumerate(command.get("arguments", [])):
         if argument["type"] in ("input", "output"):
@@ -193,6 +240,36 @@ def _string_problem(path: str, text: str) -> list[str]:
     return []
 
 
+def _check_task(document: dict[str, Any]) -> list[str]:
+    """URIs and container paths of a container task: absolute, normalised, no '..'."""
+    problems: list[str] = []
+
+    def path_problem(where: str, path: str) -> None:
+        parts = path.split("/")[1:]
+        if any(part in ("", ".", "..") for part in parts) and path != "/":
+            problems.append(f"{where}: {path!r} must be a normalised absolute path (no '.', '..' or '//')")
+
+    for index, item in enumerate(document.get("inputs", [])):
+        path_problem(f"$.inputs[{index}].path", item["path"])
+        if "url" in item:
+            problems.extend(_uri_problems(f"$.inputs[{index}].url", item["url"], writable=False))
+    for index, item in enumerate(document.get("outputs", [])):
+        path_problem(f"$.outputs[{index}].path", item["path"].rstrip("/") or "/")
+        problems.extend(_uri_problems(f"$.outputs[{index}].url", item["url"], writable=True))
+        wildcards = any(char in item["path"] for char in "*?[")
+        if wildcards and not item.get("path_prefix"):
+            problems.append(f"$.outputs[{index}]: a path with wildcards needs a path_prefix")
+        if wildcards and not item["path"].startswith(item.get("path_prefix") or "/"):
+            problems.append(f"$.outputs[{index}].path_prefix: must be a prefix of path")
+    for index, volume in enumerate(document.get("volumes", [])):
+        path_problem(f"$.volumes[{index}]", volume.rstrip("/") or "/")
+    for index, executor in enumerate(document.get("executors", [])):
+        for name in ("workdir", "stdin", "stdout", "stderr"):
+            if name in executor:
+                path_problem(f"$.executors[{index}].{name}", executor[name])
+    return problems
+
+
 def validate_document(document: Any) -> list[str]:
     """All problems with a decoded message: unusable values first, then schema errors,
     then URI checks (each stage only when the one before found nothing)."""
@@ -202,7 +279,7 @@ def validate_document(document: Any) -> list[str]:
     problems = schema_errors(document, "command.schema.json")
     if problems:
         return problems
-    return _check_uris(document.get("command", {}))
+    return _check_uris(document.get("command", {})) + _check_task(document)
 
 
 def decode(body: str | bytes) -> Any:
@@ -270,6 +347,29 @@ def from_document(document: dict[str, Any]) -> CommandMessage:
             input=tuple(command.get("input", [])),
             output=tuple(command.get("output", [])),
         ),
+        executors=tuple(
+            TaskExecutor(
+                image=e["image"],
+                command=tuple(e["command"]),
+                workdir=e.get("workdir"),
+                stdin=e.get("stdin"),
+                stdout=e.get("stdout"),
+                stderr=e.get("stderr"),
+                env=dict(e.get("env", {})),
+                ignore_error=bool(e.get("ignore_error", False)),
+            )
+            for e in document.get("executors", [])
+        ),
+        inputs=tuple(
+            TaskInput(i["path"], i.get("url"), i.get("content"), i.get("type") == "DIRECTORY")
+            for i in document.get("inputs", [])
+        ),
+        outputs=tuple(
+            TaskOutput(o["path"], o["url"], o.get("path_prefix"), o.get("type") == "DIRECTORY")
+            for o in document.get("outputs", [])
+        ),
+        volumes=tuple(document.get("volumes", [])),
+        upload_on_failure=bool(document.get("upload_on_failure", False)),
         raw=document,
     )
 

@@ -74,10 +74,13 @@ class MessagePolicy:
             if problem:
                 found.append(f"$.reply_to: {problem}")
         allowed = (*self.allow_env, *extra_env)
-        for name in message.env:
+        named = [(f"$.env.{name}", name) for name in message.env]
+        for index, executor in enumerate(message.executors):
+            named += [(f"$.executors[{index}].env.{name}", name) for name in executor.env]
+        for path, name in named:
             if is_dangerous_env(name) and not any(fnmatch.fnmatchcase(name, glob) for glob in allowed):
                 found.append(
-                    f"$.env.{name}: setting {name} is refused on this worker "
+                    f"{path}: setting {name} is refused on this worker "
                     "(the operator may allow it with --allow-env or a service's allow_env)"
                 )
         return found
@@ -121,3 +124,8 @@ def _uris(message: CommandMessage) -> Iterator[tuple[str, str]]:
         stream = getattr(command, name)
         if stream is not None and stream.type == "uri" and stream.value is not None:
             yield f"$.command.{name}.value", stream.value
+    for index, item in enumerate(message.inputs):
+        if item.url is not None:
+            yield f"$.inputs[{index}].url", item.url
+    for index, output in enumerate(message.outputs):
+        yield f"$.outputs[{index}].url", output.url

@@ -38,6 +38,16 @@ class JobResult:
     extra: dict[str, Any] = field(default_factory=dict)
     finished_at: float = field(default_factory=time.time)
 
+    def summary(self, text_bytes: int = 8 * 1024) -> dict[str, Any]:
+        """The result for a state event: stream texts cut to their last text_bytes, so the
+        event stays far below a queue's message size limit."""
+        document = self.as_dict()
+        for name in ("stdout", "stderr"):
+            stream = document.get(name)
+            if isinstance(stream, dict) and isinstance(stream.get("text"), str):
+                document[name] = {**stream, "text": stream["text"][-text_bytes:]}
+        return document
+
     def as_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "job_id": self.job_id,

@@ -107,6 +107,33 @@ def open_beneath(root: Path, relative: PurePosixPath, label: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def create_beneath(root: Path, relative: PurePosixPath, label: str) -> BinaryIO:
+    """Create (or truncate) root/relative for writing, reached and opened without links.
+
+    For files the worker writes into a directory a container could write too (an
+    executor's stdout file): a planted link or FIFO there makes this fail, never write
+    through to the host.
+    """
+    dir_fd = open_dir_beneath(root, relative.parent, label)
+    try:
+        fd = os.open(
+            relative.name,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            0o666,
+            dir_fd=dir_fd,
+        )
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise UnsafeOutput(f"{label} is a link or a FIFO; refusing to write through it") from None
+        raise
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeOutput(f"{label} is not a regular file; refusing to write it")
+    return os.fdopen(fd, "wb")
+
+
 def _check_regular(info: os.stat_result, label: str) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeOutput(f"{label} is {_kind(info.st_mode)}; only regular files are uploaded")

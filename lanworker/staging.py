@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from lanworker.errors import InvalidMessage, JobFailed
@@ -31,6 +31,9 @@ from lanworker.storage import (
     local_path,
     no_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from lanworker.tasks import TaskLayout
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class StagedJob:
     uploads: list[PlannedUpload]
     output_prefixes: list[tuple[str, str]]  # (path prefix relative to the job dir, URI prefix)
     downloads: list[TransferRecord] = field(default_factory=list)
+    task: TaskLayout | None = None  # a container task's mounts
 
 
 @dataclass
@@ -213,7 +217,7 @@ def stage_inputs(
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
         for (prefix, required), found in zip(
             prefix_listings,
-            pool.map(_in_context(lambda item: storage.list_prefix(item[0])), prefix_listings),
+            pool.map(in_context(lambda item: storage.list_prefix(item[0])), prefix_listings),
             strict=True,
         ):
             if not found:
@@ -224,7 +228,7 @@ def stage_inputs(
                 downloads.setdefault(uri, workspace.input_path(uri, f"object {uri} under {prefix}"))
         records = list(
             pool.map(
-                _in_context(lambda item: storage.download(item[0], item[1], checkpoint)), downloads.items()
+                in_context(lambda item: storage.download(item[0], item[1], checkpoint)), downloads.items()
             )
         )
 
@@ -270,7 +274,7 @@ def collect_uploads(staged: StagedJob, root: Path, produced_only: bool = False) 
     return Uploads([(path, uri) for uri, path in found.items()], skipped)
 
 
-def _in_context(function: Callable[[T], R]) -> Callable[[T], R]:
+def in_context(function: Callable[[T], R]) -> Callable[[T], R]:
     """Run a pool task in the submitting thread's context (its job id for the logs)."""
     context = contextvars.copy_context()
     return lambda item: context.copy().run(function, item)
@@ -291,4 +295,4 @@ def upload_outputs(
             return storage.upload(source, uri, checkpoint)
 
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="upload") as pool:
-        return list(pool.map(_in_context(upload), files))
+        return list(pool.map(in_context(upload), files))

@@ -15,6 +15,7 @@ from lanworker.messages import CommandMessage
 from lanworker.staging import PathMapper, Workspace
 from lanworker.stops import StopReason
 from lanworker.storage import CHUNK_BYTES, Storage
+from lanworker.tasks import TaskLayout
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,13 @@ class CapturedStream:
     command and the upload can be retried as a whole.
     """
 
-    def __init__(self, name: str, cap_bytes: int, spool_path: Path | None = None) -> None:
+    def __init__(
+        self, name: str, cap_bytes: int, spool_path: Path | None = None, keep_tail: bool = False
+    ) -> None:
         self.name = name
         self.cap_bytes = cap_bytes
         self.spool_path = spool_path
+        self.keep_tail = keep_tail  # keep the last cap_bytes instead of the first
         self.total_bytes = 0
         self._buffer = bytearray()
         self._spool: IO[bytes] | None = spool_path.open("wb") if spool_path else None
@@ -52,9 +56,16 @@ class CapturedStream:
         if self._spool is not None:
             self._spool.write(data)
             return
+        if self.keep_tail:
+            self._buffer.extend(data[-self.cap_bytes :])
+            del self._buffer[: max(0, len(self._buffer) - self.cap_bytes)]
+            return
         room = self.cap_bytes - len(self._buffer)
         if room > 0:
             self._buffer.extend(data[:room])
+
+    def tail_text(self) -> str:
+        return self._buffer.decode("utf-8", errors="replace")
 
     def close(self) -> None:
         if self._spool is not None:
@@ -118,6 +129,7 @@ class ExecutionRequest:
     stdout: CapturedStream
     stderr: CapturedStream
     should_stop: StopCheck
+    task: TaskLayout | None = None  # a container task's mounts (messages with executors)
 
 
 @dataclass

@@ -9,6 +9,7 @@ SDK's timeouts are only HTTP timeouts.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fnmatch
 import json
 import logging
@@ -16,10 +17,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -29,7 +30,7 @@ from docker.utils.socket import frames_iter
 
 from lanworker.config import WorkerConfig
 from lanworker.errors import CannotStart, ConfigError, InvalidMessage, JobFailed, TransientError
-from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
+from lanworker.executors.base import CapturedStream, ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
 from lanworker.messages import CommandMessage, schema_errors
 from lanworker.retries import Backoff
 from lanworker.staging import PathMapper, Workspace
@@ -46,7 +47,10 @@ REFUSED_NETWORKS = frozenset({"host"})
 PULL_BACKOFF = Backoff(attempts=4, budget_s=120.0)
 OOM_SETTLE_S = 3.0  # how long the engine may take to record an OOM kill after the exit
 EXIT_SIGKILL = 137
-KILL_WAIT_S = 60.0  # a killed container that still has not exited: the engine is in trouble
+KILL_WAIT_S = 60.0
+TAIL_BYTES = (
+    16 * 1024
+)  # of each executor's stdout and stderr, for a task's executor logs  # a killed container that still has not exited: the engine is in trouble
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,41 @@ class ServiceSpec:
     allow_env: tuple[str, ...] = ()
     read_only_rootfs: bool = True
     tmpfs_mb: int = 64
+
+
+@dataclass
+class ContainerRun:
+    """One container to run: what the engine is asked for, and where its streams go."""
+
+    spec: ServiceSpec  # image and hardening
+    command: list[str]
+    entrypoint: list[str] | None
+    working_dir: str
+    environment: dict[str, str]
+    binds: dict[str, dict[str, str]]
+    stdin: IO[bytes] | None
+    stdout: list[Any]  # sinks with write(bytes)
+    stderr: list[Any]
+
+
+class FileSink:
+    """Writes a stream to a file the caller opened safely."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def utc_now() -> str:
+    """RFC 3339 with microseconds, as TES logs want it."""
+    return (
+        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
 
 
 def load_services(path: Path) -> dict[str, ServiceSpec]:
@@ -173,13 +212,21 @@ class DockerExecutor:
     def check_message(self, message: CommandMessage) -> JobTerms:
         if message.test:
             return JobTerms()
+        if message.is_task:
+            for executor in message.executors:
+                self._check_image(executor.image)
+            self._limits(ServiceSpec(image=message.executors[0].image), message)
+            return JobTerms()
         spec = self.service_for(message)
-        if not any(fnmatch.fnmatchcase(spec.image, pattern) for pattern in self.allow_images):
-            raise InvalidMessage(
-                f"image {spec.image!r} is not allowed on this worker (allowed: {', '.join(self.allow_images)})"
-            )
+        self._check_image(spec.image)
         self._limits(spec, message)
         return JobTerms(timeout_s=spec.timeout_s, allow_env=spec.allow_env)
+
+    def _check_image(self, image: str) -> None:
+        if not any(fnmatch.fnmatchcase(image, pattern) for pattern in self.allow_images):
+            raise InvalidMessage(
+                f"image {image!r} is not allowed on this worker (allowed: {', '.join(self.allow_images)})"
+            )
 
     def _limits(self, spec: ServiceSpec, message: CommandMessage) -> dict[str, Any]:
         """Container resource settings: message over service over worker defaults, refused
@@ -252,10 +299,23 @@ class DockerExecutor:
 
     # ----------------------------------------------------------------- running
     def run(self, request: ExecutionRequest) -> ExecutionResult:
+        if request.message.is_task:
+            return self._guarded(
+                request, ServiceSpec(image=request.message.executors[0].image), self._run_task
+            )
         spec = self.service_for(request.message)
-        self.ensure_image(spec.image)
+        return self._guarded(request, spec, lambda r: self._run_container(self._plain_run(spec, r), r))
+
+    def _guarded(
+        self,
+        request: ExecutionRequest,
+        spec: ServiceSpec,
+        body: Callable[[ExecutionRequest], ExecutionResult],
+    ) -> ExecutionResult:
+        """Engine trouble is transient; anything else that stops a container from running
+        at all means the message cannot start."""
         try:
-            return self._run_container(spec, request)
+            return body(request)
         except (JobFailed, TransientError):
             raise
         except Exception as exc:
@@ -265,12 +325,99 @@ class DockerExecutor:
         finally:
             self._remove_unwritable(spec, request.workspace)
 
-    def _create(self, spec: ServiceSpec, request: ExecutionRequest) -> str:
+    def _plain_run(self, spec: ServiceSpec, request: ExecutionRequest) -> ContainerRun:
+        self.ensure_image(spec.image)
+        return ContainerRun(
+            spec=spec,
+            command=[*spec.arguments, *request.argv],
+            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+            working_dir=CONTAINER_JOB_DIR,
+            environment={**spec.environment, **request.env},
+            binds={self.host_path(request.workspace): {"bind": CONTAINER_JOB_DIR, "mode": "rw"}},
+            stdin=request.stdin,
+            stdout=[request.stdout],
+            stderr=[request.stderr],
+        )
+
+    def _run_task(self, request: ExecutionRequest) -> ExecutionResult:
+        """The executors of a container task in order, in one job dir; the first that fails
+        stops the task unless it says ignore_error."""
+        layout = request.task
+        assert layout is not None
+        binds = {
+            self._host_source(request.workspace, mount.host): {
+                "bind": mount.container,
+                "mode": "ro" if mount.read_only else "rw",
+            }
+            for mount in layout.mounts
+        }
+        logs: list[dict[str, Any]] = []
+        result = ExecutionResult(exit_code=0, details={"executors": logs})
+        for index, executor in enumerate(request.message.executors):
+            spec = ServiceSpec(image=executor.image)
+            self.ensure_image(executor.image)
+            label = f"executor {index}"
+            own_out = CapturedStream("stdout", TAIL_BYTES, keep_tail=True)
+            own_err = CapturedStream("stderr", TAIL_BYTES, keep_tail=True)
+            files = [
+                layout.create(path, f"{label} {name}")
+                for name, path in (("stdout", executor.stdout), ("stderr", executor.stderr))
+                if path
+            ]
+            out_sinks: list[Any] = [request.stdout, own_out]
+            err_sinks: list[Any] = [request.stderr, own_err]
+            if executor.stdout:
+                out_sinks.append(FileSink(files.pop(0)))
+            if executor.stderr:
+                err_sinks.append(FileSink(files.pop(0)))
+            run = ContainerRun(
+                spec=spec,
+                command=list(executor.command[1:]),
+                entrypoint=[executor.command[0]],
+                working_dir=executor.workdir or "",
+                environment={**request.env, **executor.env},
+                binds=binds,
+                stdin=layout.open_input(executor.stdin, f"{label} stdin") if executor.stdin else None,
+                stdout=out_sinks,
+                stderr=err_sinks,
+            )
+            started = utc_now()
+            try:
+                step = self._run_container(run, request)
+            finally:
+                for sink in (*out_sinks[2:], *err_sinks[2:]):
+                    sink.close()
+            logs.append(
+                {
+                    "exit_code": step.exit_code,
+                    "start_time": started,
+                    "end_time": utc_now(),
+                    "stdout": own_out.tail_text(),
+                    "stderr": own_err.tail_text(),
+                }
+            )
+            result.exit_code, result.stop_reason, result.oom_killed = (
+                step.exit_code,
+                step.stop_reason,
+                step.oom_killed,
+            )
+            if step.stop_reason is not None or (step.exit_code != 0 and not executor.ignore_error):
+                break
+        if result.stop_reason is None and result.exit_code != 0:
+            failed = [log["exit_code"] for log in logs if log["exit_code"] != 0]
+            result.exit_code = failed[-1] if failed else result.exit_code
+        return result
+
+    def _host_source(self, workspace: Workspace, path: Path) -> str:
+        return str(Path(self.host_path(workspace)) / path.relative_to(workspace.root))
+
+    def _create(self, run: ContainerRun, request: ExecutionRequest) -> str:
         api = self.client.api
+        spec = run.spec
         limits = self._limits(spec, request.message)
         tmpfs = {"/tmp": f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"} if spec.read_only_rootfs else None
         host_config = api.create_host_config(
-            binds={self.host_path(request.workspace): {"bind": CONTAINER_JOB_DIR, "mode": "rw"}},
+            binds=run.binds,
             network_mode=spec.network,
             cap_drop=["ALL"],
             cap_add=list(spec.cap_add) or None,
@@ -284,37 +431,37 @@ class DockerExecutor:
         )
         container = api.create_container(
             image=spec.image,
-            command=[*spec.arguments, *request.argv],
-            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+            command=run.command,
+            entrypoint=run.entrypoint,
             user=spec.user or f"{os.getuid()}:{os.getgid()}",
-            working_dir=CONTAINER_JOB_DIR,
-            environment={**spec.environment, **request.env},
+            working_dir=run.working_dir or None,
+            environment=run.environment,
             labels={LABEL_WORKER: self.worker_id, LABEL_JOB: request.job_id},
             # detach=False with stdin_open gives StdinOnce: closing our end is EOF for the command.
             detach=False,
-            stdin_open=request.stdin is not None,
+            stdin_open=run.stdin is not None,
             tty=False,
             network_disabled=spec.network == "none",
             host_config=host_config,
         )
         return str(container["Id"])
 
-    def _run_container(self, spec: ServiceSpec, request: ExecutionRequest) -> ExecutionResult:
+    def _run_container(self, run: ContainerRun, request: ExecutionRequest) -> ExecutionResult:
         api = self.client.api
-        container_id = self._create(spec, request)
+        container_id = self._create(run, request)
         try:
-            params = {"stdin": 1 if request.stdin is not None else 0, "stdout": 1, "stderr": 1, "stream": 1}
+            params = {"stdin": 1 if run.stdin is not None else 0, "stdout": 1, "stderr": 1, "stream": 1}
             attached = api.attach_socket(container_id, params=params)
             raw_socket = getattr(attached, "_sock", attached)
             reader = threading.Thread(
-                target=self._demultiplex, args=(attached, request), name="container-output", daemon=True
+                target=self._demultiplex, args=(attached, run), name="container-output", daemon=True
             )
             reader.start()
             self._start(container_id)
             feeder = None
-            if request.stdin is not None:
+            if run.stdin is not None:
                 feeder = feed_stdin(
-                    request.stdin, raw_socket.sendall, lambda: raw_socket.shutdown(socket.SHUT_WR)
+                    run.stdin, raw_socket.sendall, lambda: raw_socket.shutdown(socket.SHUT_WR)
                 )
             started = time.time()
             exit_code, stop_reason = self._wait(container_id, request)
@@ -328,7 +475,11 @@ class DockerExecutor:
                 exit_code=exit_code,
                 stop_reason=stop_reason,
                 oom_killed=oom_killed,
-                details={"container_id": container_id[:12], "image": spec.image, "oom_killed": oom_killed},
+                details={
+                    "container_id": container_id[:12],
+                    "image": run.spec.image,
+                    "oom_killed": oom_killed,
+                },
             )
         finally:
             with contextlib.suppress(docker.errors.NotFound):
@@ -375,10 +526,11 @@ class DockerExecutor:
             raise
 
     @staticmethod
-    def _demultiplex(attached: Any, request: ExecutionRequest) -> None:
+    def _demultiplex(attached: Any, run: ContainerRun) -> None:
         try:
             for stream, data in frames_iter(attached, tty=False):
-                (request.stderr if stream == STDERR else request.stdout).write(data)
+                for sink in run.stderr if stream == STDERR else run.stdout:
+                    sink.write(data)
         except (OSError, ValueError) as exc:
             logger.debug("container output stream ended: %s", exc)
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from lanworker.errors import CannotStart, ConfigError
+from lanworker.errors import CannotStart, ConfigError, InvalidMessage
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
 from lanworker.messages import CommandMessage
 from lanworker.staging import PathMapper, Workspace
@@ -101,6 +101,8 @@ class NativeExecutor:
         self.term_grace_s = term_grace_s
 
     def check_message(self, message: CommandMessage) -> JobTerms:
+        if message.is_task:
+            raise InvalidMessage("a container task (executors) needs a docker worker: worker.py docker")
         return JobTerms()
 
     def path_mapper(self, workspace: Workspace) -> PathMapper:

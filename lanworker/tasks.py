@@ -1,0 +1,227 @@
+"""Container tasks (GA4GH TES shaped messages): where each container path lives on the host.
+
+A task's executors see the same files: its inputs (read-only) and a set of writable
+directories (its volumes, the directories its outputs are written in, its executors'
+working directories and stdout/stderr directories). Each writable directory is one bind
+mount of a directory under the job dir; nested ones share their outer mount. Inputs that
+fall inside a writable directory are placed there; the others are mounted read-only.
+
+Layout inside the job dir:
+    task/fs/ABSOLUTE/PATH   the host side of every writable mount
+    task/in/N/NAME          input N, when it is not inside a writable mount
+
+Invariant: every host path is the job dir plus a normalised container path (messages
+refuse '..'), and everything read back from it goes through `safefs`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from lanworker.errors import JobFailed
+from lanworker.messages import CommandMessage, TaskOutput
+from lanworker.safefs import create_beneath, list_tree, open_beneath
+from lanworker.staging import Workspace, in_context, safe_relative
+from lanworker.storage import Checkpoint, Storage, TransferRecord, child_uri
+
+
+@dataclass(frozen=True)
+class Mount:
+    container: str
+    host: Path
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class TaskUpload:
+    relative: PurePosixPath  # below the job dir
+    url: str
+    container_path: str
+
+
+@dataclass
+class TaskLayout:
+    root: Path  # the job dir
+    mounts: list[Mount] = field(default_factory=list)
+
+    def writable_host(self, container_path: str) -> Path | None:
+        """The host path of a container path inside a writable mount, else None."""
+        for mount in self.mounts:
+            if mount.read_only:
+                continue
+            if container_path == mount.container or container_path.startswith(
+                mount.container.rstrip("/") + "/"
+            ):
+                return mount.host / posixpath.relpath(container_path, mount.container)
+        return None
+
+    def readable_host(self, container_path: str) -> Path | None:
+        """The host path a container path is read from (an input or a writable path)."""
+        for mount in self.mounts:
+            if mount.read_only and container_path == mount.container:
+                return mount.host
+        return self.writable_host(container_path)
+
+    def relative(self, host: Path) -> PurePosixPath:
+        return PurePosixPath(host.relative_to(self.root).as_posix())
+
+    def create(self, container_path: str, label: str) -> BinaryIO:
+        """Open a new file at a writable container path, safely (see safefs.create_beneath)."""
+        host = self.writable_host(container_path)
+        if host is None:
+            raise JobFailed(f"{label} {container_path} is not inside a volume or an output directory")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        return create_beneath(self.root, self.relative(host), label)
+
+    def open_input(self, container_path: str, label: str) -> BinaryIO:
+        host = self.readable_host(container_path)
+        if host is None:
+            raise JobFailed(f"{label} {container_path} is neither an input nor inside a volume")
+        return open_beneath(self.root, self.relative(host), label)
+
+
+def _writable_dirs(message: CommandMessage) -> list[str]:
+    wanted = [volume.rstrip("/") or "/" for volume in message.volumes]
+    for output in message.outputs:
+        if output.has_wildcards:
+            wanted.append((output.path_prefix or "/").rstrip("/") or "/")
+        elif output.is_directory:
+            wanted.append(output.path.rstrip("/") or "/")
+        else:
+            wanted.append(posixpath.dirname(output.path))
+    for executor in message.executors:
+        if executor.workdir:
+            wanted.append(executor.workdir)
+        for path in (executor.stdout, executor.stderr):
+            if path:
+                wanted.append(posixpath.dirname(path))
+    chosen: list[str] = []
+    for path in sorted(set(wanted), key=len):
+        if path == "/":
+            raise JobFailed("a container task cannot mount its root directory '/'", reason="invalid-task")
+        if not any(path == outer or path.startswith(outer + "/") for outer in chosen):
+            chosen.append(path)
+    return chosen
+
+
+def plan_layout(message: CommandMessage, workspace: Workspace) -> TaskLayout:
+    layout = TaskLayout(workspace.root)
+    for directory in _writable_dirs(message):
+        host = workspace.root / "task" / "fs" / directory.lstrip("/")
+        host.mkdir(parents=True, exist_ok=True)
+        layout.mounts.append(Mount(directory, host, read_only=False))
+    for index, item in enumerate(message.inputs):
+        if layout.writable_host(item.path) is None:
+            host = workspace.root / "task" / "in" / str(index) / (posixpath.basename(item.path) or "input")
+            layout.mounts.append(Mount(item.path, host, read_only=True))
+    return layout
+
+
+def stage_task_inputs(
+    message: CommandMessage,
+    layout: TaskLayout,
+    storage: Storage,
+    transfer_concurrency: int,
+    checkpoint: Checkpoint,
+) -> list[TransferRecord]:
+    """Write content inputs, download url inputs (a DIRECTORY is a prefix, listed)."""
+    downloads: list[tuple[str, Path]] = []
+    for index, item in enumerate(message.inputs):
+        host = layout.readable_host(item.path)
+        assert host is not None  # plan_layout gave every input a place
+        label = f"input {index} ({item.path})"
+        if item.content is not None:
+            host.parent.mkdir(parents=True, exist_ok=True)
+            host.write_text(item.content, encoding="utf-8")
+        elif item.is_directory:
+            assert item.url is not None
+            prefix = item.url.rstrip("/") + "/"
+            host.mkdir(parents=True, exist_ok=True)
+            for uri in storage.list_prefix(prefix):
+                downloads.append((uri, host / safe_relative(uri[len(prefix) :], label)))
+        else:
+            assert item.url is not None
+            downloads.append((item.url, host))
+    with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
+        return list(
+            pool.map(in_context(lambda pair: storage.download(pair[0], pair[1], checkpoint)), downloads)
+        )
+
+
+def collect_task_outputs(
+    message: CommandMessage, layout: TaskLayout, produced_only: bool
+) -> tuple[list[TaskUpload], list[str]]:
+    """Every output file (files, directories flattened, wildcard matches) and what was skipped.
+
+    A wildcard that matches nothing is not an error; a missing FILE output is, unless
+    produced_only (after a failed executor: upload what is there).
+    """
+    uploads: list[TaskUpload] = []
+    skipped: list[str] = []
+    for index, output in enumerate(message.outputs):
+        label = f"output {index} ({output.path})"
+        if output.has_wildcards:
+            found, passed = _wildcard(output, layout, label)
+        elif output.is_directory:
+            found, passed = _directory(output, layout, label)
+        else:
+            found, passed = _file(output, layout, label, produced_only)
+        uploads += found
+        skipped += passed
+    return uploads, skipped
+
+
+def _file(
+    output: TaskOutput, layout: TaskLayout, label: str, produced_only: bool
+) -> tuple[list[TaskUpload], list[str]]:
+    host = layout.writable_host(output.path)
+    assert host is not None
+    relative = layout.relative(host)
+    try:
+        open_beneath(layout.root, relative, label).close()
+    except FileNotFoundError:
+        if produced_only:
+            return [], []
+        raise JobFailed(f"{label} was not produced by the task", reason="missing-output") from None
+    return [TaskUpload(relative, output.url, output.path)], []
+
+
+def _directory(output: TaskOutput, layout: TaskLayout, label: str) -> tuple[list[TaskUpload], list[str]]:
+    host = layout.writable_host(output.path.rstrip("/"))
+    assert host is not None
+    try:
+        listing = list_tree(layout.root, layout.relative(host), label)
+    except FileNotFoundError:
+        return [], []
+    base = layout.relative(host)
+    uploads = []
+    for path in listing.files:
+        tail = path.relative_to(base).as_posix()
+        uploads.append(
+            TaskUpload(
+                path, child_uri(output.url.rstrip("/") + "/", tail), f"{output.path.rstrip('/')}/{tail}"
+            )
+        )
+    return uploads, listing.skipped
+
+
+def _wildcard(output: TaskOutput, layout: TaskLayout, label: str) -> tuple[list[TaskUpload], list[str]]:
+    prefix = (output.path_prefix or "/").rstrip("/")
+    host = layout.writable_host(prefix)
+    assert host is not None
+    try:
+        listing = list_tree(layout.root, layout.relative(host), label)
+    except FileNotFoundError:
+        return [], []
+    base = layout.relative(host)
+    uploads = []
+    for path in listing.files:
+        container_path = f"{prefix}/{path.relative_to(base).as_posix()}"
+        if PurePosixPath(container_path).match(output.path):
+            tail = container_path[len(prefix) :].lstrip("/")
+            uploads.append(TaskUpload(path, child_uri(output.url.rstrip("/") + "/", tail), container_path))
+    return uploads, listing.skipped
