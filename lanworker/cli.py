@@ -162,7 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     _translate_parser(commands)
 
+    serve = commands.add_parser(
+        "serve",
+        parents=[worker_options],
+        help="serve the GA4GH TES API, with embedded docker workers",
+        description="TES 1.1 at http://HOST:PORT/ga4gh/tes/v1 (also /v1 and /). Worker options apply "
+        "to the embedded workers; --queue, --events and --control are shared with remote workers.",
+    )
+    _docker_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs a token)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2, help="embedded docker workers (0: API only)")
+    serve.add_argument("--store", help="task store: sqlite:PATH (default in --state-dir) or dynamodb://TABLE")
+    serve.add_argument("--state-dir", help="where the embedded store, queues and control live")
+    serve.add_argument("--auth-token-file", help="file holding the Bearer token clients must send")
+    serve.add_argument(
+        "--insecure-no-auth", action="store_true", help="serve beyond loopback without a token"
+    )
+
     return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from lanworker.tes.server import run_serve as serve  # FastAPI and uvicorn only for serve
+
+    return serve(args)
 
 
 def _translate_parser(commands: Any) -> None:
@@ -358,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dead-letters": run_dead_letters,
         "cancel": run_cancel,
         "translate": run_translate,
+        "serve": run_serve,
     }
     try:
         return handlers[args.subcommand](args)

@@ -1,0 +1,177 @@
+"""`worker.py serve`: the TES API, the projection of job events, and embedded workers.
+
+On a fresh machine everything is embedded: a SQLite task store, the embedded queue for
+tasks and events, and `--workers` docker workers in this process. Distributed, API nodes
+share only the queue, the events queue and the store (`dynamodb://TABLE`); workers run
+anywhere with the same --queue and --events.
+
+Invariant: bound beyond loopback the API requires a bearer token (or an explicit
+--insecure-no-auth); signals only set flags, and shutdown stops the HTTP server, lets the
+embedded workers drain within their grace period, then stops the projection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lanworker.config import WorkerConfig, build_config, is_local_queue
+from lanworker.errors import ConfigError
+from lanworker.exitcodes import EXIT_OK, EXIT_STOPPED
+from lanworker.logs import configure_logging
+from lanworker.metrics import Metrics
+from lanworker.queues import open_queue
+from lanworker.signals import SignalFlag
+from lanworker.storage import Storage
+from lanworker.tes.app import TesService, create_app
+from lanworker.tes.projection import Projector
+from lanworker.tes.store import open_store
+from lanworker.worker import Worker, build_worker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = "~/.local/state/lanworker/serve"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    host: str
+    port: int
+    workers: int
+    store_url: str
+    auth_token: str | None
+    worker_config: WorkerConfig  # queue, events, control and the embedded workers' settings
+
+
+def settings_from(args: argparse.Namespace) -> ServeSettings:
+    state = Path(
+        os.path.expanduser(args.state_dir or os.environ.get("LANWORKER_STATE_DIR", DEFAULT_STATE_DIR))
+    )
+    flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(WorkerConfig)}}
+    flags.setdefault("queue_url", None)
+    environ_queue = os.environ.get("LANWORKER_QUEUE")
+    flags["queue_url"] = flags["queue_url"] or environ_queue or f"local:{state / 'serve.db'}#tasks"
+    flags["events_url"] = (
+        flags.get("events_url")
+        or os.environ.get("LANWORKER_EVENTS_URL")
+        or f"local:{state / 'serve.db'}#events"
+    )
+    flags["control_url"] = (
+        flags.get("control_url") or os.environ.get("LANWORKER_CONTROL_URL") or str(state / "control")
+    )
+    flags["mode"] = "docker" if args.workers > 0 else "client"
+    config = build_config(flags)
+    if config.events_url and config.events_url.startswith("arn:"):
+        raise ConfigError(
+            "serve reads job events from a queue: give --events an SQS queue URL (subscribed to the topic)"
+        )
+    if (
+        not is_local_queue(config.queue_url)
+        and args.workers > 0
+        and not str(config.control_url).startswith("s3://")
+    ):
+        logger.warning(
+            "embedded workers on a shared queue with a local --control: cancel reaches only this host"
+        )
+    token = None
+    if args.auth_token_file:
+        try:
+            token = Path(args.auth_token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"--auth-token-file: {exc}") from exc
+        if len(token) < 16:
+            raise ConfigError("--auth-token-file: the token must be at least 16 characters")
+    elif args.host not in LOOPBACK and not args.insecure_no_auth:
+        raise ConfigError(
+            f"--host {args.host} exposes the API beyond this machine: give --auth-token-file FILE "
+            "(Bearer token) or, knowingly, --insecure-no-auth"
+        )
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        store_url=args.store or os.environ.get("LANWORKER_STORE") or f"sqlite:{state / 'tasks.db'}",
+        auth_token=token,
+        worker_config=config,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    config = settings.worker_config
+    configure_logging(config.log_format, config.log_level)
+    import uvicorn  # only the serve command needs the HTTP stack
+
+    store = open_store(settings.store_url)
+    queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
+    queue.check()
+    events = open_queue(str(config.events_url), max_receives=config.max_receives)
+    projector = Projector(events, store).start()
+    workers = [_embedded_worker(config, index) for index in range(settings.workers)]
+    threads = [threading.Thread(target=w.run, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
+    metrics = Metrics()
+    service = TesService(
+        store=store,
+        queue=queue,
+        control_url=str(config.control_url),
+        storage=Storage(retry_budget_s=config.retry_budget_s),
+        allow_local_files=config.local_files_allowed,
+        health=lambda: _health(projector, threads),
+        metrics=metrics.exposition,
+    )
+    app = create_app(service, settings.auth_token)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+        )
+    )
+    http = threading.Thread(target=server.run, name="http", daemon=True)  # not main: no uvicorn signals
+    stopping = threading.Event()
+
+    def on_signal(count: int) -> None:
+        stopping.set()
+        server.should_exit = True
+        for worker in workers:
+            worker.request_shutdown()
+
+    SignalFlag().install(on_signal)
+    for thread in threads:
+        thread.start()
+    http.start()
+    logger.info(
+        "TES on http://%s:%d/ga4gh/tes/v1 (store %s, queue %s, %d embedded worker(s))",
+        settings.host,
+        settings.port,
+        store.url,
+        config.queue_url,
+        settings.workers,
+        extra={"action": "start"},
+    )
+    while not stopping.is_set() and http.is_alive():
+        stopping.wait(0.5)
+    server.should_exit = True
+    http.join(timeout=10)
+    for thread in threads:
+        thread.join(timeout=config.grace_period_s + 30)
+    projector.stop()
+    return EXIT_STOPPED if stopping.is_set() else EXIT_OK
+
+
+def _embedded_worker(config: WorkerConfig, index: int) -> Worker:
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-w{index}"
+    return build_worker(dataclasses.replace(config, worker_id=worker_id))
+
+
+def _health(projector: Projector, threads: list[threading.Thread]) -> tuple[bool, dict[str, Any]]:
+    alive = sum(thread.is_alive() for thread in threads)
+    idle_s = time.monotonic() - projector.last_event_at
+    healthy = projector.is_alive() and alive == len(threads)
+    return healthy, {"workers_alive": alive, "workers": len(threads), "seconds_since_event": round(idle_s, 1)}

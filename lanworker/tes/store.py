@@ -1,0 +1,293 @@
+"""The task store: one JSON record per task, newest first, shared by every API node.
+
+Invariant: every change is a read-modify-write that either applies whole or is retried on
+a conflict (SQLite: one IMMEDIATE transaction; DynamoDB: a conditional put on the record's
+version), so projections from several API nodes never lose an event's effect.
+
+URLs: `sqlite:PATH` (the embedded default) or `dynamodb://TABLE` (created when missing,
+with a global secondary index that lists tasks newest first).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from lanworker.errors import ConfigError, QueueUnreachable
+
+Record = dict[str, Any]
+Change = Callable[[Record | None], Record | None]  # None: leave the record as it is
+
+
+class TaskStore(Protocol):
+    url: str
+
+    def create(self, record: Record) -> None:
+        """Add a new record; raises KeyError if the id exists."""
+
+    def get(self, task_id: str) -> Record | None: ...
+
+    def update(self, task_id: str, change: Change) -> Record | None:
+        """Apply change atomically; returns the record as stored afterwards."""
+
+    def page(
+        self, matches: Callable[[Record], bool], page_size: int, page_token: str | None
+    ) -> tuple[list[Record], str | None]:
+        """Records newest first that satisfy matches, and the token of the next page."""
+
+
+def encode_token(created_at: float, task_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, task_id]).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> tuple[float, str]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        created_at, task_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return float(created_at), str(task_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"page_token {token!r} is not one this server gave out") from exc
+
+
+def open_store(url: str) -> TaskStore:
+    if url.startswith("sqlite:"):
+        return SqliteTaskStore(Path(os.path.expanduser(url[len("sqlite:") :])))
+    if url.startswith("dynamodb://"):
+        return DynamoTaskStore(url[len("dynamodb://") :].strip("/"))
+    raise ConfigError(f"unsupported store {url!r}: use sqlite:PATH or dynamodb://TABLE")
+
+
+class SqliteTaskStore:
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, id DESC);
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:{path}"
+        self._local = threading.local()
+
+    def _db(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(self.SCHEMA)
+            self._local.db = connection
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def create(self, record: Record) -> None:
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO tasks (id, created_at, doc) VALUES (?, ?, ?)",
+                    (record["id"], record["created_at"], json.dumps(record)),
+                )
+        except sqlite3.IntegrityError:
+            raise KeyError(record["id"]) from None
+
+    def get(self, task_id: str) -> Record | None:
+        row = self._db().execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def update(self, task_id: str, change: Change) -> Record | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            current = json.loads(row[0]) if row else None
+            changed = change(current)
+            if changed is None:
+                return current
+            if row:
+                db.execute("UPDATE tasks SET doc = ? WHERE id = ?", (json.dumps(changed), task_id))
+            else:
+                db.execute(
+                    "INSERT INTO tasks (id, created_at, doc) VALUES (?, ?, ?)",
+                    (task_id, changed["created_at"], json.dumps(changed)),
+                )
+            return changed
+
+    def page(
+        self, matches: Callable[[Record], bool], page_size: int, page_token: str | None
+    ) -> tuple[list[Record], str | None]:
+        after = decode_token(page_token) if page_token else (float("inf"), "")
+        found: list[Record] = []
+        db = self._db()
+        while len(found) <= page_size:
+            rows = db.execute(
+                "SELECT created_at, id, doc FROM tasks WHERE created_at < ? OR (created_at = ? AND id < ?) "
+                "ORDER BY created_at DESC, id DESC LIMIT 500",
+                (after[0], after[0], after[1]),
+            ).fetchall()
+            if not rows:
+                break
+            for created_at, task_id, doc in rows:
+                after = (created_at, task_id)
+                record = json.loads(doc)
+                if matches(record):
+                    found.append(record)
+                    if len(found) > page_size:
+                        break
+        if len(found) > page_size:
+            last = found[page_size - 1]
+            return found[:page_size], encode_token(last["created_at"], last["id"])
+        return found, None
+
+
+class DynamoTaskStore:
+    """One item per task: id (hash key), created_at, kind ("task", the index's hash key),
+    sort (created_at and id, the index's range key), version, doc (the JSON record)."""
+
+    INDEX = "newest"
+
+    def __init__(self, table: str, client: Any = None) -> None:
+        import boto3
+
+        self.table = table
+        self.url = f"dynamodb://{table}"
+        self.client = client or boto3.session.Session().client("dynamodb")
+        self._ensure_table()
+
+    def _ensure_table(self) -> None:
+        try:
+            self.client.describe_table(TableName=self.table)
+            return
+        except self.client.exceptions.ResourceNotFoundException:
+            pass
+        except Exception as exc:
+            raise QueueUnreachable(f"DynamoDB table {self.table} is not usable: {exc}") from exc
+        with contextlib.suppress(self.client.exceptions.ResourceInUseException):  # another node was first
+            self.client.create_table(
+                TableName=self.table,
+                AttributeDefinitions=[
+                    {"AttributeName": "id", "AttributeType": "S"},
+                    {"AttributeName": "kind", "AttributeType": "S"},
+                    {"AttributeName": "sort", "AttributeType": "S"},
+                ],
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                GlobalSecondaryIndexes=[
+                    {
+                        "IndexName": self.INDEX,
+                        "KeySchema": [
+                            {"AttributeName": "kind", "KeyType": "HASH"},
+                            {"AttributeName": "sort", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        self.client.get_waiter("table_exists").wait(TableName=self.table)
+
+    @staticmethod
+    def _sort_key(created_at: float, task_id: str) -> str:
+        return f"{created_at:020.6f}#{task_id}"
+
+    def _item(self, record: Record, version: int) -> dict[str, Any]:
+        return {
+            "id": {"S": record["id"]},
+            "kind": {"S": "task"},
+            "sort": {"S": self._sort_key(record["created_at"], record["id"])},
+            "version": {"N": str(version)},
+            "doc": {"S": json.dumps(record)},
+        }
+
+    def create(self, record: Record) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._item(record, 1),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise KeyError(record["id"]) from None
+
+    def _read(self, task_id: str) -> tuple[Record | None, int]:
+        item = self.client.get_item(
+            TableName=self.table, Key={"id": {"S": task_id}}, ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None, 0
+        return json.loads(item["doc"]["S"]), int(item["version"]["N"])
+
+    def get(self, task_id: str) -> Record | None:
+        return self._read(task_id)[0]
+
+    def update(self, task_id: str, change: Change) -> Record | None:
+        for _ in range(50):
+            current, version = self._read(task_id)
+            changed = change(current)
+            if changed is None:
+                return current
+            condition = (
+                {
+                    "ConditionExpression": "version = :v",
+                    "ExpressionAttributeValues": {":v": {"N": str(version)}},
+                }
+                if current is not None
+                else {"ConditionExpression": "attribute_not_exists(id)"}
+            )
+            try:
+                self.client.put_item(TableName=self.table, Item=self._item(changed, version + 1), **condition)
+                return changed
+            except self.client.exceptions.ConditionalCheckFailedException:
+                time.sleep(0.01)  # another node changed it: read again and re-apply
+        raise RuntimeError(f"task {task_id}: too many concurrent updates")
+
+    def page(
+        self, matches: Callable[[Record], bool], page_size: int, page_token: str | None
+    ) -> tuple[list[Record], str | None]:
+        bound = self._sort_key(*decode_token(page_token)) if page_token else "~"
+        found: list[Record] = []
+        start: dict[str, Any] | None = None
+        while len(found) <= page_size:
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": self.INDEX,
+                "KeyConditionExpression": "kind = :k AND sort < :s",
+                "ExpressionAttributeValues": {":k": {"S": "task"}, ":s": {"S": bound}},
+                "ScanIndexForward": False,
+                "Limit": 200,
+            }
+            if start:
+                request["ExclusiveStartKey"] = start
+            response = self.client.query(**request)
+            for item in response.get("Items", []):
+                record = json.loads(item["doc"]["S"])
+                if matches(record):
+                    found.append(record)
+                    if len(found) > page_size:
+                        break
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                break
+        if len(found) > page_size:
+            last = found[page_size - 1]
+            return found[:page_size], encode_token(last["created_at"], last["id"])
+        return found, None
