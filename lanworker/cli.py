@@ -180,7 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-no-auth", action="store_true", help="serve beyond loopback without a token"
     )
 
+    jobs = commands.add_parser(
+        "jobs",
+        help="list jobs (or `jobs show ID`) from a serve's API or a task store",
+        description="worker.py jobs [--state S] [--limit N] [--watch]; worker.py jobs show ID",
+    )
+    jobs.add_argument("words", nargs="*", metavar="show ID")
+    jobs.add_argument("--state", help="only jobs in this state (QUEUED, RUNNING, COMPLETE, ...)")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--watch", action="store_true", help="print the table again every --interval-s")
+    jobs.add_argument("--interval-s", type=float, default=2.0)
+    jobs.add_argument("--server", help="the serve to ask (default http://127.0.0.1:8000)")
+    jobs.add_argument("--store", help="read a task store directly instead: sqlite:PATH or dynamodb://TABLE")
+    jobs.add_argument("--auth-token-file", help="the server's bearer token")
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     return parser
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    from lanworker.jobs_command import run_jobs as jobs
+
+    return jobs(args)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -383,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cancel": run_cancel,
         "translate": run_translate,
         "serve": run_serve,
+        "jobs": run_jobs,
     }
     try:
         return handlers[args.subcommand](args)
@@ -400,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_STOPPED
+    except BrokenPipeError:  # `worker.py jobs | head`: the reader has all it wanted
+        sys.stderr.close()
+        return EXIT_OK
     except Exception:
         # A bug, not an environment problem: say so with its own code, traceback included.
         traceback.print_exc()

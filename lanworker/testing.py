@@ -142,6 +142,12 @@ class InMemoryQueue:
     def check(self) -> None:
         return None
 
+    def depth(self) -> dict[str, int]:
+        now = time.monotonic()
+        with self._lock:
+            visible = sum(1 for stored in self.messages.values() if stored.visible_at <= now)
+            return {"visible": visible, "in_flight": len(self.messages) - visible}
+
     def bodies(self) -> list[str]:
         with self._lock:
             return [stored.body for stored in self.messages.values()]

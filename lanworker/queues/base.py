@@ -70,6 +70,9 @@ class Queue(Protocol):
     def check(self) -> None:
         """Raise QueueUnreachable if the queue cannot be used."""
 
+    def depth(self) -> dict[str, int]:
+        """Approximate messages waiting (`visible`) and being worked on (`in_flight`)."""
+
 
 class SinglePass:
     """--once: each message is handled at most once per run.

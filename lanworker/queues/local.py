@@ -259,6 +259,10 @@ class LocalQueue:
                 db.execute("DELETE FROM dead_letters WHERE id = ?", (message_id,))
         return len(rows)
 
+    def depth(self) -> dict[str, int]:
+        counts = self.counts()
+        return {"visible": counts["visible"], "in_flight": counts["in_flight"]}
+
     def counts(self) -> dict[str, int]:
         """Visible, in-flight and dead-lettered message counts (for tests and the CLI)."""
         db = self._connection()

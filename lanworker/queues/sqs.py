@@ -79,6 +79,19 @@ class SqsQueue:
                 self.url,
             )
 
+    def depth(self) -> dict[str, int]:
+        try:
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=self.url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        except Exception as exc:
+            raise _translate(exc, "get attributes", self.url) from exc
+        return {
+            "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
+            "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        }
+
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
     ) -> list[ReceivedMessage]:

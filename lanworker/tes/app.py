@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from lanworker import __version__
@@ -103,6 +103,19 @@ def matcher(name_prefix: str | None, state: str | None, tags: dict[str, str]) ->
     return matches
 
 
+OPEN_PATHS = ("/healthz", "/login")
+TOKEN_COOKIE = "lanworker_token"
+
+
+def _authorised(request: Request, token: str) -> bool:
+    """A Bearer header (API clients) or the sign-in cookie (browsers), compared in constant time."""
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(TOKEN_COOKIE, "")
+    by_header = hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+    by_cookie = hmac.compare_digest(cookie.encode(), token.encode())
+    return by_header or by_cookie
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"msg": message, "status_code": status}, status_code=status)
 
@@ -114,16 +127,22 @@ def create_app(service: TesService, auth_token: str | None = None) -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(400, _describe(exc.errors()))
 
+    app.state.auth_token = auth_token
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if auth_token is not None and request.url.path not in ("/healthz",):
-            supplied = request.headers.get("authorization", "")
-            if not hmac.compare_digest(supplied.encode(), f"Bearer {auth_token}".encode()):
-                return JSONResponse(
-                    {"msg": "missing or wrong bearer token", "status_code": 401},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        if (
+            auth_token is not None
+            and request.url.path not in OPEN_PATHS
+            and not _authorised(request, auth_token)
+        ):
+            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse("/login", status_code=303)  # a browser: sign in first
+            return JSONResponse(
+                {"msg": "missing or wrong bearer token", "status_code": 401},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")

@@ -127,6 +127,9 @@ def run_serve(args: argparse.Namespace) -> int:
         health=lambda: _health(projector, threads),
         metrics=metrics.exposition,
     )
+    from lanworker.web import install as status_view
+
+    service.extra_routes.append(status_view)
     app = create_app(service, settings.auth_token)
     server = uvicorn.Server(
         uvicorn.Config(

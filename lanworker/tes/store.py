@@ -44,6 +44,9 @@ class TaskStore(Protocol):
     ) -> tuple[list[Record], str | None]:
         """Records newest first that satisfy matches, and the token of the next page."""
 
+    def counts(self) -> dict[str, int]:
+        """How many records are in each state."""
+
 
 def encode_token(created_at: float, task_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, task_id]).encode()).decode().rstrip("=")
@@ -71,9 +74,11 @@ class SqliteTaskStore:
     CREATE TABLE IF NOT EXISTS tasks (
         id TEXT PRIMARY KEY,
         created_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'UNKNOWN',
         doc TEXT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, id DESC);
+    CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
     """
 
     def __init__(self, path: Path) -> None:
@@ -107,8 +112,8 @@ class SqliteTaskStore:
         try:
             with self._transaction() as db:
                 db.execute(
-                    "INSERT INTO tasks (id, created_at, doc) VALUES (?, ?, ?)",
-                    (record["id"], record["created_at"], json.dumps(record)),
+                    "INSERT INTO tasks (id, created_at, state, doc) VALUES (?, ?, ?, ?)",
+                    (record["id"], record["created_at"], record["state"], json.dumps(record)),
                 )
         except sqlite3.IntegrityError:
             raise KeyError(record["id"]) from None
@@ -125,13 +130,20 @@ class SqliteTaskStore:
             if changed is None:
                 return current
             if row:
-                db.execute("UPDATE tasks SET doc = ? WHERE id = ?", (json.dumps(changed), task_id))
+                db.execute(
+                    "UPDATE tasks SET doc = ?, state = ? WHERE id = ?",
+                    (json.dumps(changed), changed["state"], task_id),
+                )
             else:
                 db.execute(
-                    "INSERT INTO tasks (id, created_at, doc) VALUES (?, ?, ?)",
-                    (task_id, changed["created_at"], json.dumps(changed)),
+                    "INSERT INTO tasks (id, created_at, state, doc) VALUES (?, ?, ?, ?)",
+                    (task_id, changed["created_at"], changed["state"], json.dumps(changed)),
                 )
             return changed
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db().execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+        return {state: count for state, count in rows}
 
     def page(
         self, matches: Callable[[Record], bool], page_size: int, page_token: str | None
@@ -215,6 +227,7 @@ class DynamoTaskStore:
             "kind": {"S": "task"},
             "sort": {"S": self._sort_key(record["created_at"], record["id"])},
             "version": {"N": str(version)},
+            "state": {"S": record["state"]},
             "doc": {"S": json.dumps(record)},
         }
 
@@ -291,3 +304,13 @@ class DynamoTaskStore:
             last = found[page_size - 1]
             return found[:page_size], encode_token(last["created_at"], last["id"])
         return found, None
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for page in self.client.get_paginator("scan").paginate(
+            TableName=self.table, ProjectionExpression="#s", ExpressionAttributeNames={"#s": "state"}
+        ):
+            for item in page.get("Items", []):
+                state = item.get("state", {}).get("S", "UNKNOWN")
+                found[state] = found.get(state, 0) + 1
+        return found

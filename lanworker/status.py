@@ -1,0 +1,214 @@
+"""What operators ask of the task store - what runs, what failed and why, where, how long -
+as plain data, shared by the web pages, their JSON API and the `jobs` command.
+
+Every function here reads records (see tes/store.py) and returns JSON-ready values; none
+renders anything, so HTML escaping and terminal colours stay with their renderers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lanworker.tes.models import FINAL_STATES, State
+from lanworker.tes.store import Record, TaskStore
+
+ACTIVE_STATES = tuple(state.value for state in State if state not in FINAL_STATES and state != State.UNKNOWN)
+STATE_ORDER = (
+    "QUEUED",
+    "INITIALIZING",
+    "RUNNING",
+    "CANCELING",
+    "COMPLETE",
+    "EXECUTOR_ERROR",
+    "SYSTEM_ERROR",
+    "CANCELED",
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str  # the task's name, or the command's service
+    image: str  # the image, or for a plain command its service
+    command: str
+    state: str
+    created_at: float
+    duration_s: float | None
+    worker: str
+    exit_code: int | None
+    tags: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def duration_s(record: Record, now: float | None = None) -> float | None:
+    log = record.get("log") or {}
+    started = _parse_time(log.get("start_time"))
+    if started is None:
+        return None
+    ended = _parse_time(log.get("end_time"))
+    return max(0.0, (ended if ended is not None else (now or time.time())) - started)
+
+
+def row(record: Record) -> JobRow:
+    task = record.get("task") or {}
+    executors = task.get("executors") or []
+    log = record.get("log") or {}
+    if executors:
+        image = str(executors[0].get("image", ""))
+        command = " ".join(str(part) for part in executors[0].get("command", []))
+        if len(executors) > 1:
+            command += f"  (+{len(executors) - 1} more)"
+    else:
+        image = str(record.get("service") or "")
+        command = ""
+    return JobRow(
+        id=record["id"],
+        name=str(record.get("name") or record.get("service") or ""),
+        image=image,
+        command=command[:200],
+        state=record["state"],
+        created_at=float(record["created_at"]),
+        duration_s=duration_s(record),
+        worker=str(log.get("worker_id") or ""),
+        exit_code=log.get("exit_code"),
+        tags=dict(record.get("tags") or {}),
+    )
+
+
+def matcher(state: str | None, query: str | None) -> Callable[[Record], bool]:
+    """By state; and by a search text found in the id, the name or a tag key or value."""
+    needle = (query or "").strip().lower()
+
+    def matches(record: Record) -> bool:
+        if state and record["state"] != state:
+            return False
+        if not needle:
+            return True
+        tags = record.get("tags") or {}
+        haystack = [record["id"], record.get("name") or "", record.get("service") or ""]
+        haystack += [f"{key}={value}" for key, value in tags.items()]
+        return any(needle in text.lower() for text in haystack)
+
+    return matches
+
+
+def list_jobs(
+    store: TaskStore,
+    state: str | None = None,
+    query: str | None = None,
+    limit: int = 50,
+    page_token: str | None = None,
+) -> tuple[list[JobRow], str | None]:
+    records, token = store.page(matcher(state, query), limit, page_token)
+    return [row(record) for record in records], token
+
+
+def counts(store: TaskStore) -> dict[str, int]:
+    found = store.counts()
+    return {state: found.get(state, 0) for state in STATE_ORDER} | {
+        state: count for state, count in found.items() if state not in STATE_ORDER
+    }
+
+
+def detail(record: Record) -> dict[str, Any]:
+    """Everything the job page and `jobs show` print."""
+    log = record.get("log") or {}
+    return {
+        **row(record).as_dict(),
+        "kind": record.get("kind"),
+        "creation_time": record.get("creation_time"),
+        "attempt": record.get("attempt", 1),
+        "cancel_requested": bool(record.get("cancel_requested")),
+        "active": record["state"] in ACTIVE_STATES,
+        "reason": log.get("reason"),
+        "error": log.get("error"),
+        "system_logs": list(record.get("system_logs") or []),
+        "events": list(record.get("events") or []),
+        "executors": list(log.get("executors") or []),
+        "stdout": log.get("stdout"),
+        "stderr": log.get("stderr"),
+        "inputs": list(log.get("inputs") or []),
+        "outputs": list(log.get("outputs") or []),
+        "submitted": record.get("task") or record.get("message") or {},
+        "timings_s": log.get("timings_s") or {},
+    }
+
+
+def recent(store: TaskStore, limit: int = 500) -> list[Record]:
+    records, _ = store.page(lambda record: True, limit, None)
+    return records
+
+
+def workers_seen(
+    records: list[Record], within_s: float = 900.0, now: float | None = None
+) -> list[dict[str, Any]]:
+    """Workers that published an event in the last within_s, newest first, with job counts."""
+    now = now or time.time()
+    last: dict[str, float] = {}
+    jobs: Counter[str] = Counter()
+    for record in records:
+        seen_here: set[str] = set()
+        for event in record.get("events") or []:
+            worker = event.get("worker_id")
+            if worker and now - float(event.get("time", 0)) <= within_s:
+                last[worker] = max(last.get(worker, 0.0), float(event["time"]))
+                seen_here.add(worker)
+        jobs.update(seen_here)
+    return [
+        {"worker": worker, "last_seen_s_ago": round(now - seen, 1), "jobs": jobs[worker]}
+        for worker, seen in sorted(last.items(), key=lambda item: -item[1])
+    ]
+
+
+def finished_per_minute(records: list[Record], minutes: int = 60, now: float | None = None) -> list[int]:
+    """Jobs that reached a final state in each of the last `minutes` minutes, oldest first."""
+    now = now or time.time()
+    buckets = [0] * minutes
+    for record in records:
+        if record["state"] not in {state.value for state in FINAL_STATES}:
+            continue
+        ended = _parse_time((record.get("log") or {}).get("end_time"))
+        if ended is None:
+            continue
+        age_min = int((now - ended) // 60)
+        if 0 <= age_min < minutes:
+            buckets[minutes - 1 - age_min] += 1
+    return buckets
+
+
+def overview(store: TaskStore, queue_depth: Callable[[], dict[str, int]] | None) -> dict[str, Any]:
+    records = recent(store)
+    depth: dict[str, int] | None = None
+    if queue_depth is not None:
+        try:
+            depth = queue_depth()
+        except Exception:
+            depth = None  # the page still shows the rest
+    return {
+        "counts": counts(store),
+        "queue": depth,
+        "workers": workers_seen(records),
+        "finished_per_minute": finished_per_minute(records),
+    }
+
+
+def pretty(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, default=str)

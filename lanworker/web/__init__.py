@@ -1,0 +1,124 @@
+"""The status view served by `worker.py serve`: HTML pages at `/` and `/jobs/ID`, the JSON the
+`jobs` command reads at `/api/jobs`, a self-refreshing table, and sign-in for browsers when
+the API needs a token. Talks to the rest only through the task store and TesService.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from lanworker import status
+from lanworker.tes.app import TOKEN_COOKIE, TesService
+from lanworker.web import pages
+
+PAGE_SIZE = 50
+
+
+def install(app: FastAPI, service: TesService) -> None:
+    csrf_secret = secrets.token_bytes(32)
+
+    def csrf_for(job_id: str) -> str:
+        return hmac.new(csrf_secret, job_id.encode(), hashlib.sha256).hexdigest()
+
+    def params(request: Request) -> tuple[str | None, str | None, str | None]:
+        query = request.query_params
+        state = query.get("state") or None
+        if state is not None and state not in status.STATE_ORDER:
+            state = None
+        return state, query.get("q") or None, query.get("page_token") or None
+
+    def overview() -> dict[str, Any]:
+        return status.overview(service.store, service.queue.depth)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def job_list(request: Request) -> Response:
+        state, query, token = params(request)
+        try:
+            rows, next_token = status.list_jobs(service.store, state, query, PAGE_SIZE, token)
+        except ValueError:
+            rows, next_token = status.list_jobs(service.store, state, query, PAGE_SIZE, None)
+        return HTMLResponse(pages.list_page(rows, overview(), state, query, next_token, _now()))
+
+    @app.get("/fragments/jobs", include_in_schema=False)
+    def job_rows(request: Request) -> JSONResponse:
+        state, query, token = params(request)
+        try:
+            rows, _ = status.list_jobs(service.store, state, query, PAGE_SIZE, token)
+        except ValueError:
+            rows = []
+        counts = pages.counts_html(status.counts(service.store), state, query)
+        return JSONResponse({"rows": pages.rows_html(rows), "counts": counts, "updated": _now()})
+
+    @app.get("/jobs/{job_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    def job_page(job_id: str) -> Response:
+        record = service.store.get(job_id)
+        if record is None:
+            return HTMLResponse(
+                pages.layout("Not found", f"<h1>No job {pages.e(job_id)}</h1>"), status_code=404
+            )
+        job = status.detail(record)
+        job["submitted_text"] = status.pretty(job["submitted"])
+        return HTMLResponse(pages.job_page(job, csrf_for(job_id)))
+
+    @app.post("/jobs/{job_id:path}/cancel", include_in_schema=False)
+    async def cancel(job_id: str, request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if not hmac.compare_digest(form.get("csrf", [""])[0], csrf_for(job_id)):
+            return HTMLResponse(
+                pages.layout("Refused", "<h1>Cancel refused: stale form</h1>"), status_code=403
+            )
+        if service.cancel(job_id) is None:
+            return HTMLResponse(pages.layout("Not found", "<h1>No such job</h1>"), status_code=404)
+        return RedirectResponse("/jobs/" + quote(job_id, safe=""), status_code=303)
+
+    @app.get("/api/jobs", include_in_schema=False)
+    def api_jobs(request: Request, limit: int = PAGE_SIZE) -> JSONResponse:
+        state, query, token = params(request)
+        try:
+            rows, next_token = status.list_jobs(service.store, state, query, max(1, min(limit, 1000)), token)
+        except ValueError as exc:
+            return JSONResponse({"msg": str(exc)}, status_code=400)
+        return JSONResponse(
+            {
+                "jobs": [job.as_dict() for job in rows],
+                "next_page_token": next_token,
+                "counts": status.counts(service.store),
+            }
+        )
+
+    @app.get("/api/jobs/{job_id:path}", include_in_schema=False)
+    def api_job(job_id: str) -> JSONResponse:
+        record = service.store.get(job_id)
+        if record is None:
+            return JSONResponse({"msg": f"no job {job_id!r}"}, status_code=404)
+        return JSONResponse(status.detail(record))
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(pages.login_page())
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        token = parse_qs((await request.body()).decode("utf-8", "replace")).get("token", [""])[0]
+        expected = getattr(app.state, "auth_token", None)
+        if expected is None:
+            return RedirectResponse("/", status_code=303)
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            return HTMLResponse(pages.login_page("That is not the token."), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
+        return response
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
