@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash scripts/docker-engine.sh
+	bash scripts/browser.sh
 	$(PY) -m ruff check lanworker tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest -ra $(PYTEST_ARGS)

@@ -50,3 +50,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault injection")
         for line in SUMMARIES:
             terminalreporter.write_line(line)
+    screenshots = REPO_ROOT / "test-artifacts" / "screenshots"
+    if screenshots.is_dir() and any(screenshots.iterdir()):
+        terminalreporter.section("status view screenshots")
+        terminalreporter.write_line(
+            f"{screenshots}: " + ", ".join(sorted(p.name for p in screenshots.iterdir()))
+        )

@@ -90,7 +90,7 @@ def apply_event(record: Record | None, event: dict[str, Any]) -> Record:
             record["service"] = result["service"]
         log.update(
             exit_code=result.get("exit_code"),
-            reason=result.get("reason"),
+            reason=result.get("reason") or event.get("reason"),
             error=result.get("error"),
             outputs=result.get("outputs") or [],
             inputs=result.get("inputs") or [],
