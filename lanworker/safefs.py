@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -261,9 +261,10 @@ def remove_tree(path: Path) -> bool:
     return complete
 
 
-def _quietly(action: object, path: object) -> bool:
+def _quietly(action: Callable[[], None], path: object) -> bool:
+    """Run a removal; a missing entry is removed already, any other failure is logged."""
     try:
-        action()  # type: ignore[operator]
+        action()
         return True
     except FileNotFoundError:
         return True
@@ -272,13 +273,13 @@ def _quietly(action: object, path: object) -> bool:
         return False
 
 
-def _retry_writable(action: object, fd: int) -> None:
+def _retry_writable(action: Callable[[], None], fd: int) -> None:
     """Run action(); on EACCES/EPERM make the directory fd writable and try once more."""
     try:
-        action()  # type: ignore[operator]
+        action()
     except PermissionError:
         os.fchmod(fd, stat.S_IRWXU)
-        action()  # type: ignore[operator]
+        action()
 
 
 def _open_for_removal(name: str, parent_fd: int) -> int:
@@ -342,11 +343,4 @@ def _remove_name(dir_fd: int, name: str, is_dir: bool) -> bool:
         else:
             os.unlink(name, dir_fd=dir_fd)
 
-    try:
-        _retry_writable(remove, dir_fd)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError as exc:
-        logger.warning("could not remove %s: %s", name, exc, extra={"action": "cleanup"})
-        return False
+    return _quietly(lambda: _retry_writable(remove, dir_fd), name)

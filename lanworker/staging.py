@@ -214,21 +214,26 @@ def stage_inputs(
             (workspace.relative(local).as_posix() + ("/" if prefix.endswith("/") else ""), prefix)
         )
 
+    sizes: dict[str, int | None] = {}
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
         for (prefix, required), found in zip(
             prefix_listings,
-            pool.map(in_context(lambda item: storage.list_prefix(item[0])), prefix_listings),
+            pool.map(in_context(lambda item: storage.list_objects(item[0])), prefix_listings),
             strict=True,
         ):
             if not found:
                 if required:
                     raise JobFailed(f"input directory {prefix} matched no objects", reason="missing-object")
                 logger.warning("input prefix %s matched no objects", prefix, extra={"action": "staging"})
-            for uri in found:
-                downloads.setdefault(uri, workspace.input_path(uri, f"object {uri} under {prefix}"))
+            for item in found:
+                downloads.setdefault(
+                    item.uri, workspace.input_path(item.uri, f"object {item.uri} under {prefix}")
+                )
+                sizes[item.uri] = item.size
         records = list(
             pool.map(
-                in_context(lambda item: storage.download(item[0], item[1], checkpoint)), downloads.items()
+                in_context(lambda item: storage.download(item[0], item[1], checkpoint, sizes.get(item[0]))),
+                downloads.items(),
             )
         )
 

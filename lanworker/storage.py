@@ -59,6 +59,12 @@ class TransferRecord:
 
 
 @dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int | None  # from the listing; None where it does not say
+
+
+@dataclass(frozen=True)
 class S3Location:
     bucket: str
     key: str
@@ -187,6 +193,7 @@ class Storage:
             max_concurrency=transfer_concurrency,
         )
         self._pool_size = max(10, transfer_concurrency * 4)
+        self._threshold = multipart_threshold_mb * 1024 * 1024
         self._http = make_session(allow_private_http)
 
     @property
@@ -208,23 +215,29 @@ class Storage:
     # ----------------------------------------------------------------- listing
     def list_prefix(self, uri: str) -> list[str]:
         """Every object whose key starts with the URI's key, as URIs, paginated."""
+        return [item.uri for item in self.list_objects(uri)]
+
+    def list_objects(self, uri: str) -> list[ObjectInfo]:
+        """Every object under a prefix with its size when the listing gives it."""
         scheme = uri_scheme(uri)
         if scheme == "s3":
             return self.backoff.call(self._s3_list, S3Location.parse(uri))
         if scheme == "file":
-            return self._local_list(uri)
+            return [ObjectInfo(found, None) for found in self._local_list(uri)]
         raise JobFailed(f"cannot list '{uri}': listing is supported for s3:// and local paths only")
 
-    def _s3_list(self, location: S3Location) -> list[str]:
-        uris: list[str] = []
+    def _s3_list(self, location: S3Location) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
         try:
             paginator = self.s3.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=location.bucket, Prefix=location.key):
                 for item in page.get("Contents", []):
-                    uris.append(f"s3://{location.bucket}/{item['Key']}")
+                    found.append(
+                        ObjectInfo(f"s3://{location.bucket}/{item['Key']}", int(item.get("Size", 0)))
+                    )
         except Exception as exc:
             raise self._translate(exc, "list", location.uri()) from exc
-        return uris
+        return found
 
     @staticmethod
     def _local_list(uri: str) -> list[str]:
@@ -242,9 +255,13 @@ class Storage:
         return found
 
     # ----------------------------------------------------------------- transfers
-    def download(self, uri: str, destination: Path, checkpoint: Checkpoint = no_checkpoint) -> TransferRecord:
+    def download(
+        self, uri: str, destination: Path, checkpoint: Checkpoint = no_checkpoint, size: int | None = None
+    ) -> TransferRecord:
+        """size, when a listing gave it: an object below the multipart threshold then takes
+        one streamed GET (no HEAD, no transfer manager), which is most of a prefix's cost."""
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if uri_scheme(uri) == "s3":
+        if uri_scheme(uri) == "s3" and (size is None or size >= self._threshold):
             return self.backoff.call(self._s3_download, uri, destination, checkpoint)
         return self.backoff.call(self._stream_download, uri, destination, checkpoint)
 
@@ -282,12 +299,26 @@ class Storage:
 
     def _s3_upload(self, source: BinaryIO, uri: str, checkpoint: Checkpoint) -> TransferRecord:
         location = S3Location.parse(uri)
+        if os.fstat(source.fileno()).st_size < self._threshold:
+            return self._s3_put_small(source, location, checkpoint)
         try:
             # s3transfer aborts the multipart upload when a part fails, so a failed
             # upload never leaves a partial object at the final key.
             source.seek(0)
             reader = HashingReader(source, _Progress("upload", uri), checkpoint)
             self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._transfer_config)
+        except Exception as exc:
+            raise self._translate(exc, "upload", uri) from exc
+        return reader.record(uri)
+
+    def _s3_put_small(self, source: BinaryIO, location: S3Location, checkpoint: Checkpoint) -> TransferRecord:
+        """Below the multipart threshold: one PUT of the bytes, hashed as they are read."""
+        uri = location.uri()
+        try:
+            source.seek(0)
+            reader = HashingReader(source, None, checkpoint)
+            body = reader.read()
+            self.s3.put_object(Bucket=location.bucket, Key=location.key, Body=body)
         except Exception as exc:
             raise self._translate(exc, "upload", uri) from exc
         return reader.record(uri)

@@ -17,6 +17,7 @@ refuse '..'), and everything read back from it goes through `safefs`.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -129,7 +130,7 @@ def stage_task_inputs(
     checkpoint: Checkpoint,
 ) -> list[TransferRecord]:
     """Write content inputs, download url inputs (a DIRECTORY is a prefix, listed)."""
-    downloads: list[tuple[str, Path]] = []
+    downloads: list[tuple[str, Path, int | None]] = []
     for index, item in enumerate(message.inputs):
         host = layout.readable_host(item.path)
         assert host is not None  # plan_layout gave every input a place
@@ -141,14 +142,16 @@ def stage_task_inputs(
             assert item.url is not None
             prefix = item.url.rstrip("/") + "/"
             host.mkdir(parents=True, exist_ok=True)
-            for uri in storage.list_prefix(prefix):
-                downloads.append((uri, host / safe_relative(uri[len(prefix) :], label)))
+            for found in storage.list_objects(prefix):
+                downloads.append(
+                    (found.uri, host / safe_relative(found.uri[len(prefix) :], label), found.size)
+                )
         else:
             assert item.url is not None
-            downloads.append((item.url, host))
+            downloads.append((item.url, host, None))
     with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
         return list(
-            pool.map(in_context(lambda pair: storage.download(pair[0], pair[1], checkpoint)), downloads)
+            pool.map(in_context(lambda job: storage.download(job[0], job[1], checkpoint, job[2])), downloads)
         )
 
 
@@ -191,37 +194,36 @@ def _file(
 
 
 def _directory(output: TaskOutput, layout: TaskLayout, label: str) -> tuple[list[TaskUpload], list[str]]:
-    host = layout.writable_host(output.path.rstrip("/"))
-    assert host is not None
-    try:
-        listing = list_tree(layout.root, layout.relative(host), label)
-    except FileNotFoundError:
-        return [], []
-    base = layout.relative(host)
-    uploads = []
-    for path in listing.files:
-        tail = path.relative_to(base).as_posix()
-        uploads.append(
-            TaskUpload(
-                path, child_uri(output.url.rstrip("/") + "/", tail), f"{output.path.rstrip('/')}/{tail}"
-            )
-        )
-    return uploads, listing.skipped
+    return _listed(output, layout, label, output.path.rstrip("/"), lambda container_path: True)
 
 
 def _wildcard(output: TaskOutput, layout: TaskLayout, label: str) -> tuple[list[TaskUpload], list[str]]:
-    prefix = (output.path_prefix or "/").rstrip("/")
-    host = layout.writable_host(prefix)
+    pattern = output.path
+    return _listed(
+        output,
+        layout,
+        label,
+        (output.path_prefix or "/").rstrip("/"),
+        lambda path: PurePosixPath(path).match(pattern),
+    )
+
+
+def _listed(
+    output: TaskOutput, layout: TaskLayout, label: str, base_dir: str, wanted: Callable[[str], bool]
+) -> tuple[list[TaskUpload], list[str]]:
+    """Files below a container directory that `wanted` accepts, each uploaded to url + its
+    path below that directory. A directory that was never made yields nothing."""
+    host = layout.writable_host(base_dir)
     assert host is not None
+    base = layout.relative(host)
     try:
-        listing = list_tree(layout.root, layout.relative(host), label)
+        listing = list_tree(layout.root, base, label)
     except FileNotFoundError:
         return [], []
-    base = layout.relative(host)
     uploads = []
     for path in listing.files:
-        container_path = f"{prefix}/{path.relative_to(base).as_posix()}"
-        if PurePosixPath(container_path).match(output.path):
-            tail = container_path[len(prefix) :].lstrip("/")
+        tail = path.relative_to(base).as_posix()
+        container_path = f"{base_dir}/{tail}"
+        if wanted(container_path):
             uploads.append(TaskUpload(path, child_uri(output.url.rstrip("/") + "/", tail), container_path))
     return uploads, listing.skipped

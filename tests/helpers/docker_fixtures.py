@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +36,38 @@ def docker_client() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def busybox_image(docker_client: Any) -> str:
     return build_busybox_image(docker_client)
+
+
+@pytest.fixture
+def run_docker_message(tmp_path: Path, work_root: Path, busybox_image: str) -> Callable[..., dict[str, Any]]:
+    """One message through a docker worker on the embedded queue (--once); its result."""
+    from lanworker.config import build_config
+    from lanworker.queues import LocalQueue
+    from lanworker.worker import build_worker
+
+    queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")
+    results = queue.sibling("results")
+
+    def run(message: dict[str, Any], **flags: Any) -> dict[str, Any]:
+        queue.send(json.dumps(message))
+        config = build_config(
+            {
+                "mode": "docker",
+                "queue_url": queue.url,
+                "results_url": results.url,
+                "once": True,
+                "wait_time_s": 0,
+                "work_root": work_root,
+                "allow_images": ("lanworker-test/*",),
+                "worker_id": f"docker-test-{uuid.uuid4().hex[:6]}",
+                **flags,
+            },
+            {},
+        )
+        build_worker(config).run()
+        [reply] = results.receive(1, 0, 30)
+        results.delete(reply)
+        return dict(json.loads(reply.body))
+
+    run.queue = queue  # type: ignore[attr-defined]
+    return run

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lanworker.config import build_config
-from lanworker.queues import LocalQueue
-from lanworker.worker import build_worker
-
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def run_task(tmp_path: Path, work_root: Path, busybox_image: str):
-    queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")
-    results = queue.sibling("results")
-
+def run_task(run_docker_message, busybox_image: str):
     def run(task: dict[str, Any]) -> dict[str, Any]:
         for executor in task["executors"]:
             executor.setdefault("image", busybox_image)
-        queue.send(json.dumps({"service": busybox_image, **task}))
-        config = build_config(
-            {
-                "mode": "docker",
-                "queue_url": queue.url,
-                "results_url": results.url,
-                "once": True,
-                "wait_time_s": 0,
-                "work_root": work_root,
-                "allow_images": ("lanworker-test/*",),
-                "worker_id": f"task-{uuid.uuid4().hex[:6]}",
-            },
-            {},
-        )
-        build_worker(config).run()
-        [reply] = results.receive(1, 0, 30)
-        results.delete(reply)
-        return dict(json.loads(reply.body))
+        return run_docker_message({"service": busybox_image, **task})
 
     return run
 

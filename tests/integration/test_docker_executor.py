@@ -11,40 +11,18 @@ from typing import Any
 
 import pytest
 
-from lanworker.config import build_config
 from lanworker.executors.docker import LABEL_WORKER
 from lanworker.queues import LocalQueue
-from lanworker.worker import build_worker
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def run_docker(tmp_path: Path, work_root: Path, busybox_image: str):
-    queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")
-    results = queue.sibling("results")
-
+def run_docker(run_docker_message):
     def run(message: dict[str, Any], **flags: Any) -> dict[str, Any]:
-        queue.send(json.dumps(message))
-        config = build_config(
-            {
-                "mode": "docker",
-                "queue_url": queue.url,
-                "results_url": results.url,
-                "once": True,
-                "wait_time_s": 0,
-                "work_root": work_root,
-                "allow_images": ("lanworker-test/*",),
-                "worker_id": f"docker-test-{uuid.uuid4().hex[:6]}",
-                **flags,
-            },
-            {},
-        )
-        build_worker(config).run()
-        [reply] = results.receive(1, 0, 30)
-        results.delete(reply)
-        assert queue.counts()["visible"] == 0
-        return dict(json.loads(reply.body))
+        result = run_docker_message(message, **flags)
+        assert run_docker_message.queue.counts()["visible"] == 0
+        return result
 
     return run
 

@@ -2,62 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lanworker.config import build_config
-from lanworker.queues import LocalQueue
-from lanworker.worker import build_worker
-
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def run_container(tmp_path: Path, work_root: Path, busybox_image: str):
-    queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")
-    results = queue.sibling("results")
+def run_container(run_docker_message, busybox_image: str):
+    """`sh -c SCRIPT sh ARGS...` in the busybox image; `message` adds top-level fields."""
 
     def run(script: str, *arguments: dict[str, Any], **flags: Any) -> dict[str, Any]:
         extra = flags.pop("message", {})
-        queue.send(
-            json.dumps(
-                {
-                    "service": busybox_image,
-                    "command": {
-                        "stdout": {"type": "pipe", "value": None},
-                        "arguments": [
-                            {"type": "parameter", "value": "sh"},
-                            {"type": "parameter", "name": "-c", "value": script},
-                            {"type": "parameter", "value": "sh"},
-                            *arguments,
-                        ],
-                    },
-                    **extra,
-                }
-            )
-        )
-        config = build_config(
-            {
-                "mode": "docker",
-                "queue_url": queue.url,
-                "results_url": results.url,
-                "once": True,
-                "wait_time_s": 0,
-                "work_root": work_root,
-                "allow_images": ("lanworker-test/*",),
-                "worker_id": f"hostile-{uuid.uuid4().hex[:6]}",
-                **flags,
-            },
-            {},
-        )
-        build_worker(config).run()
-        [reply] = results.receive(1, 0, 30)
-        results.delete(reply)
-        return dict(json.loads(reply.body))
+        command = {
+            "stdout": {"type": "pipe", "value": None},
+            "arguments": [
+                {"type": "parameter", "value": "sh"},
+                {"type": "parameter", "name": "-c", "value": script},
+                {"type": "parameter", "value": "sh"},
+                *arguments,
+            ],
+        }
+        return run_docker_message({"service": busybox_image, "command": command, **extra}, **flags)
 
     return run
 
