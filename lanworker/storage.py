@@ -29,6 +29,7 @@ from boto3.s3.transfer import TransferConfig
 
 from lanworker.errors import InvalidMessage, JobFailed, LanworkerError
 from lanworker.messages import uri_scheme
+from lanworker.ranged import RangedDownload
 from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
 from lanworker.webfetch import AddressRefused, make_session, open_http
 
@@ -194,6 +195,7 @@ class Storage:
         )
         self._pool_size = max(10, transfer_concurrency * 4)
         self._threshold = multipart_threshold_mb * 1024 * 1024
+        self._concurrency = transfer_concurrency
         self._http = make_session(allow_private_http)
 
     @property
@@ -259,21 +261,44 @@ class Storage:
         self, uri: str, destination: Path, checkpoint: Checkpoint = no_checkpoint, size: int | None = None
     ) -> TransferRecord:
         """size, when a listing gave it: an object below the multipart threshold then takes
-        one streamed GET (no HEAD, no transfer manager), which is most of a prefix's cost."""
+        one streamed GET (no HEAD), which is most of a prefix's cost."""
         destination.parent.mkdir(parents=True, exist_ok=True)
         if uri_scheme(uri) == "s3" and (size is None or size >= self._threshold):
             return self.backoff.call(self._s3_download, uri, destination, checkpoint)
         return self.backoff.call(self._stream_download, uri, destination, checkpoint)
 
     def _s3_download(self, uri: str, destination: Path, checkpoint: Checkpoint) -> TransferRecord:
+        """An object of unknown or large size: HEAD, then one streamed GET below the
+        threshold, or parallel ranged GETs (ranged.py) above it."""
         location = S3Location.parse(uri)
         try:
-            with destination.open("wb") as handle:
-                writer = HashingWriter(handle, _Progress("download", uri), checkpoint)
-                self.s3.download_fileobj(location.bucket, location.key, writer, Config=self._transfer_config)
+            head = self.s3.head_object(Bucket=location.bucket, Key=location.key)
         except Exception as exc:
-            raise self._translate(exc, "download", uri) from exc
-        return writer.record(uri)
+            raise self._translate(exc, "stat", uri) from exc
+        size = int(head["ContentLength"])
+        if size < self._threshold:
+            return self._stream_download(uri, destination, checkpoint)
+        progress = _Progress("download", uri)
+
+        def get_range(first: int, last: int) -> Any:
+            return self.s3.get_object(
+                Bucket=location.bucket, Key=location.key, Range=f"bytes={first}-{last}", IfMatch=head["ETag"]
+            )["Body"]
+
+        def retried(fetch: Callable[[], None]) -> None:
+            def translated() -> None:
+                try:
+                    fetch()
+                except Exception as exc:
+                    raise self._translate(exc, "download", uri) from exc
+
+            self.backoff.call(translated)
+
+        download = RangedDownload(
+            get_range, size, destination, self._concurrency, checkpoint, retried, progress.add
+        )
+        sha256, md5 = download.run()
+        return TransferRecord(uri, size, sha256, md5)
 
     def _stream_download(self, uri: str, destination: Path, checkpoint: Checkpoint) -> TransferRecord:
         try:
