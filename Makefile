@@ -29,7 +29,10 @@ typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 
 benchmark: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) benchmarks/staging.py
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/status_page.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

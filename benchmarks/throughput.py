@@ -45,6 +45,76 @@ def naive_loop(sqs: object, url: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def batch_loop(sqs: object, url: str, count: int) -> float:
+    """The ceiling of a hand-written SQS loop: receive 10, run them in parallel, delete in one batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    done = 0
+    with ThreadPoolExecutor(10) as pool:
+        while done < count:
+            response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)  # type: ignore[attr-defined]
+            messages = response.get("Messages", [])
+            list(pool.map(lambda m: subprocess.run(["true"], check=False), messages))
+            if messages:
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+                ]
+                sqs.delete_message_batch(QueueUrl=url, Entries=entries)  # type: ignore[attr-defined]
+            done += len(messages)
+    return time.perf_counter() - started
+
+
+def processes_on_one_file(
+    scratch: str, jobs: int, processes: int, concurrency: int
+) -> tuple[float, int, int]:
+    """(seconds, jobs with exactly one result, jobs with more) for worker processes sharing one SQLite file."""
+    queue = LocalQueue(f"local:{scratch}/shared.db#jobs")
+    for index in range(jobs):
+        queue.send(json.dumps({"id": f"j{index}", "service": "true", "command": {"arguments": []}}))
+    results = f"local:{scratch}/shared.db#results"
+    root = Path(__file__).resolve().parents[1]
+    started = time.perf_counter()
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "worker.py",
+                "native",
+                "--queue",
+                queue.url,
+                "--results",
+                results,
+                "--once",
+                "--wait-time-s",
+                "0",
+                "--concurrency",
+                str(concurrency),
+                "--work-root",
+                f"{scratch}/w{index}",
+                "--log-level",
+                "WARNING",
+                "--",
+                "true",
+            ],
+            cwd=root,
+            stderr=subprocess.DEVNULL,
+        )
+        for index in range(processes)
+    ]
+    for worker in workers:
+        worker.wait()
+    elapsed = time.perf_counter() - started
+    seen: dict[str, int] = {}
+    reader = LocalQueue(results)
+    while batch := reader.receive(10, 0, 60):
+        for message in batch:
+            job = json.loads(message.body)["job_id"]
+            seen[job] = seen.get(job, 0) + 1
+            reader.delete(message)
+    return elapsed, sum(1 for n in seen.values() if n == 1), sum(1 for n in seen.values() if n > 1)
+
+
 def naive_local_loop(queue: LocalQueue, count: int) -> float:
     started = time.perf_counter()
     done = 0
@@ -80,6 +150,7 @@ def lanworker_run(url: str, concurrency: int, work_root: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--shared-jobs", type=int, default=3000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         server = MotoServer(free_port(), Path(scratch) / "moto.log")
@@ -92,6 +163,9 @@ def main() -> int:
             fill(sqs, url, args.jobs)
             baseline = naive_loop(sqs, url, args.jobs)
             rows.append(("naive loop (receive 1, run, delete)", baseline))
+            url = sqs.create_queue(QueueName="bench-batch")["QueueUrl"]
+            fill(sqs, url, args.jobs)
+            rows.append(("batch loop (receive 10, parallel, batch delete)", batch_loop(sqs, url, args.jobs)))
             for concurrency in (1, 8):
                 url = sqs.create_queue(QueueName=f"bench-lanworker-{concurrency}")["QueueUrl"]
                 fill(sqs, url, args.jobs)
@@ -107,19 +181,23 @@ def main() -> int:
             queue.send(TRIVIAL_JOB)
         local_baseline = naive_local_loop(queue, args.jobs)
         local_rows.append(("naive loop (receive 1, run, delete)", local_baseline))
-        for concurrency in (1, 8):
+        for concurrency in (1, 4, 8):
             queue = LocalQueue(f"local:{scratch}/bench.db#c{concurrency}")
             for _ in range(args.jobs):
                 queue.send(TRIVIAL_JOB)
             elapsed = lanworker_run(queue.url, concurrency, Path(scratch) / f"work-local-{concurrency}")
             local_rows.append((f"lanworker --concurrency {concurrency}", elapsed))
+        shared = processes_on_one_file(scratch, args.shared_jobs, 4, 4)
     for title, table, base in (
         ("through SQS on moto_server", rows, baseline),
         ("through the embedded local queue", local_rows, local_baseline),
     ):
         print(f"{args.jobs} trivial jobs (`true`) {title}")
         for name, elapsed in table:
-            print(f"  {name:40s} {args.jobs / elapsed:8.1f} jobs/s  ratio vs naive {base / elapsed:5.2f}x")
+            print(f"  {name:48s} {args.jobs / elapsed:8.1f} jobs/s  ratio vs naive {base / elapsed:5.2f}x")
+    elapsed, once, more = shared
+    print(f"{args.shared_jobs} jobs, 4 worker processes x concurrency 4 on one SQLite file")
+    print(f"  {args.shared_jobs / elapsed:8.1f} jobs/s; exactly once: {once}, more than once: {more}")
     return 0
 
 

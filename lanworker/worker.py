@@ -279,7 +279,8 @@ def make_executor(config: WorkerConfig) -> Executor:
     return NativeExecutor(config.base_command, config.work_root)
 
 
-def build_worker(config: WorkerConfig) -> Worker:
+def build_worker(config: WorkerConfig, metrics: Metrics | None = None) -> Worker:
+    """A worker from its configuration; workers in one process may share one Metrics."""
     storage = Storage(
         transfer_concurrency=config.transfer_concurrency,
         retry_budget_s=config.retry_budget_s,
@@ -289,7 +290,7 @@ def build_worker(config: WorkerConfig) -> Worker:
     queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
     events = EventPublisher(config.events_url, config.worker_id, queues)
     executor = make_executor(config)
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     runner = JobRunner(config, executor, storage, events, metrics)
     return Worker(
         config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics

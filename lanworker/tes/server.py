@@ -115,9 +115,9 @@ def run_serve(args: argparse.Namespace) -> int:
     queue.check()
     events = open_queue(str(config.events_url), max_receives=config.max_receives)
     projector = Projector(events, store).start()
-    workers = [_embedded_worker(config, index) for index in range(settings.workers)]
+    metrics = Metrics()  # shared by the embedded workers, served at /metrics
+    workers = [_embedded_worker(config, index, metrics) for index in range(settings.workers)]
     threads = [threading.Thread(target=w.run, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
-    metrics = Metrics()
     service = TesService(
         store=store,
         queue=queue,
@@ -168,9 +168,9 @@ def run_serve(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if stopping.is_set() else EXIT_OK
 
 
-def _embedded_worker(config: WorkerConfig, index: int) -> Worker:
+def _embedded_worker(config: WorkerConfig, index: int, metrics: Metrics) -> Worker:
     worker_id = f"{socket.gethostname()}-{os.getpid()}-w{index}"
-    return build_worker(dataclasses.replace(config, worker_id=worker_id))
+    return build_worker(dataclasses.replace(config, worker_id=worker_id), metrics)
 
 
 def _health(projector: Projector, threads: list[threading.Thread]) -> tuple[bool, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 import uuid
@@ -208,6 +209,8 @@ def test_list_filters_and_pages(client: tes.HTTPClient) -> None:
     assert all(set(task) == {"id", "state"} for task in any_value.json()["tasks"])
     completed = requests.get(api, params={"state": "COMPLETE", "name_prefix": f"list-{run}"}, timeout=5)
     assert len(completed.json()["tasks"]) == 5
+    metrics = requests.get(f"{client.url}/metrics", timeout=5).text  # the embedded workers' own
+    assert re.search(r'lanworker_jobs_total\{outcome="succeeded"\} ([0-9.]+)', metrics)
 
 
 @pytest.mark.parametrize(
