@@ -36,16 +36,33 @@ Run = Callable[[], tuple[float, int]]  # -> (seconds, peak RSS in KiB)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"{argv[:3]} exited {process.returncode}: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
-        )
-    return elapsed, usage.ru_maxrss
+    """Seconds, and the peak RSS in KiB of the program itself: VmHWM sampled from /proc
+    while it runs (the kernel's ru_maxrss would include this large benchmark process,
+    which the child is forked from before it execs)."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _high_water_kib(process.pid))
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        if process.returncode != 0:
+            errors.seek(0)
+            error = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{argv[:3]} exited {process.returncode}: {error}")
+    return elapsed, peak
+
+
+def _high_water_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def lanworker_job(work: Path, message: dict[str, object], command: list[str]) -> Run:
