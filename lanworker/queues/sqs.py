@@ -80,37 +80,39 @@ class SqsQueue:
             )
 
     def depth(self) -> dict[str, int]:
-        try:
-            attributes = self.client.get_queue_attributes(
-                QueueUrl=self.url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-        except Exception as exc:
-            raise _translate(exc, "get attributes", self.url) from exc
+        attributes = self._call(
+            "get attributes",
+            "get_queue_attributes",
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
         return {
             "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
             "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         }
 
+    def _call(self, action: str, operation: str, backoff: Backoff = BACKOFF, **request: Any) -> Any:
+        """One SQS API call on this queue, its failures translated, transient ones retried."""
+
+        def once() -> Any:
+            try:
+                return getattr(self.client, operation)(QueueUrl=self.url, **request)
+            except Exception as exc:
+                raise _translate(exc, action, self.url) from exc
+
+        return backoff.call(once)
+
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
     ) -> list[ReceivedMessage]:
-        return BACKOFF.call(self._receive_once, max_messages, wait_time_s, visibility_timeout_s)
-
-    def _receive_once(
-        self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
-    ) -> list[ReceivedMessage]:
-        try:
-            response = self.client.receive_message(
-                QueueUrl=self.url,
-                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
-                WaitTimeSeconds=int(max(0, min(MAX_WAIT_S, wait_time_s))),
-                VisibilityTimeout=visibility_timeout_s,
-                MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
-                MessageAttributeNames=["All"],
-            )
-        except Exception as exc:
-            raise _translate(exc, "receive", self.url) from exc
+        response = self._call(
+            "receive",
+            "receive_message",
+            MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
+            WaitTimeSeconds=int(max(0, min(MAX_WAIT_S, wait_time_s))),
+            VisibilityTimeout=visibility_timeout_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
+            MessageAttributeNames=["All"],
+        )
         messages = []
         for raw in response.get("Messages", []):
             system = raw.get("Attributes", {})
@@ -128,24 +130,16 @@ class SqsQueue:
         return messages
 
     def delete(self, message: ReceivedMessage) -> None:
-        BACKOFF.call(self._delete_once, message)
-
-    def _delete_once(self, message: ReceivedMessage) -> None:
-        try:
-            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
-        except Exception as exc:
-            raise _translate(exc, "delete", self.url) from exc
+        self._call("delete", "delete_message", ReceiptHandle=message.receipt_handle)
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
-        HEARTBEAT_BACKOFF.call(self._change_visibility_once, message, timeout_s)
-
-    def _change_visibility_once(self, message: ReceivedMessage, timeout_s: int) -> None:
-        try:
-            self.client.change_message_visibility(
-                QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=int(timeout_s)
-            )
-        except Exception as exc:
-            raise _translate(exc, "change visibility", self.url) from exc
+        self._call(
+            "change visibility",
+            "change_message_visibility",
+            HEARTBEAT_BACKOFF,
+            ReceiptHandle=message.receipt_handle,
+            VisibilityTimeout=int(timeout_s),
+        )
 
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         # SQS cannot annotate a message in flight; the error is in the log and the events.
@@ -159,17 +153,7 @@ class SqsQueue:
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
-        return BACKOFF.call(self._send_once, body, attributes, delay_s, group_id, deduplication_id)
-
-    def _send_once(
-        self,
-        body: str,
-        attributes: dict[str, str] | None = None,
-        delay_s: int = 0,
-        group_id: str | None = None,
-        deduplication_id: str | None = None,
-    ) -> str:
-        request: dict[str, Any] = {"QueueUrl": self.url, "MessageBody": body}
+        request: dict[str, Any] = {"MessageBody": body}
         if attributes:
             request["MessageAttributes"] = {
                 name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
@@ -180,11 +164,7 @@ class SqsQueue:
             request["MessageDeduplicationId"] = deduplication_id or str(uuid.uuid4())
         elif delay_s:
             request["DelaySeconds"] = int(min(900, max(0, delay_s)))
-        try:
-            response = self.client.send_message(**request)
-        except Exception as exc:
-            raise _translate(exc, "send", self.url) from exc
-        return str(response["MessageId"])
+        return str(self._call("send", "send_message", **request)["MessageId"])
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         if self.dead_letter_url:
