@@ -280,7 +280,7 @@ class JobRunner:
         watch = self._watch(job_id, message, terms, lease, workspace.root)
         result = self._result(job_id, message, "failed", timings_s=timings)
         try:
-            workspace.create()
+            workspace.create(for_containers=self.executor.kind == "docker")
             with Phase(self, job_id, timings, "staging"):
                 staged = stage_inputs(
                     message,

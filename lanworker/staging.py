@@ -124,11 +124,15 @@ class Workspace:
         self.outputs = root / "out"
         self.streams = root / "streams"
 
-    def create(self) -> None:
+    def create(self, for_containers: bool) -> None:
+        """The job dir. For containers also in/, out/ and streams/, writable by any uid: they
+        run as the worker's uid by default, but a service may run as another user and must
+        still write its outputs. A native job's subdirectories appear as it uses them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not for_containers:
+            return
         for directory in (self.inputs, self.outputs, self.streams):
             directory.mkdir(parents=True, exist_ok=True)
-        # Containers run as the worker's uid by default, but a service may run as another
-        # user; it still has to be able to write its outputs.
         for directory in (self.root, self.inputs, self.outputs, self.streams):
             os.chmod(directory, 0o777)
 

@@ -113,6 +113,8 @@ def make_sinks(
     def sink(name: str) -> CapturedStream:
         spec = getattr(message.command, name)
         spool = workspace.streams / name if spec is not None and spec.type == "uri" else None
+        if spool is not None:
+            spool.parent.mkdir(exist_ok=True)
         return CapturedStream(name, cap_bytes, spool)
 
     return sink("stdout"), sink("stderr")

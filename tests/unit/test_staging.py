@@ -27,7 +27,7 @@ def test_ordinary_keys_are_kept(key: str) -> None:
 
 def make_workspace(tmp_path: Path) -> Workspace:
     workspace = Workspace(tmp_path / "job")
-    workspace.create()
+    workspace.create(for_containers=True)
     return workspace
 
 
