@@ -215,10 +215,6 @@ class Storage:
             return self._client
 
     # ----------------------------------------------------------------- listing
-    def list_prefix(self, uri: str) -> list[str]:
-        """Every object whose key starts with the URI's key, as URIs, paginated."""
-        return [item.uri for item in self.list_objects(uri)]
-
     def list_objects(self, uri: str) -> list[ObjectInfo]:
         """Every object under a prefix with its size when the listing gives it."""
         scheme = uri_scheme(uri)
