@@ -17,12 +17,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
+from lanworker.sqlite import connect, immediate
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,7 @@ class LocalQueue:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-                connection.executescript(SCHEMA)
+                connection = connect(self.path, SCHEMA)
                 columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
                 if "last_error" not in columns:  # a queue file from before last_error existed
                     connection.execute("ALTER TABLE messages ADD COLUMN last_error TEXT")
@@ -93,16 +89,8 @@ class LocalQueue:
             self._local.connection = connection
         return connection
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._connection())
 
     def check(self) -> None:
         self._connection().execute("SELECT 1").fetchone()
