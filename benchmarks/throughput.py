@@ -1,5 +1,6 @@
-"""Jobs per second through SQS on a local moto_server: lanworker at concurrency 1 and 8
-against a naive loop (receive one, subprocess.run, delete) measured in the same run.
+"""Jobs per second: lanworker against a naive loop (receive one, subprocess.run, delete)
+and a batch loop, on SQS (a local moto_server) and on the embedded queue, in alternated
+rounds of one run; and worker processes sharing one SQLite file, every job exactly once.
 
     .venv/bin/python benchmarks/throughput.py [--jobs 200]
 """
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +27,8 @@ from lanworker.queues import LocalQueue
 from lanworker.worker import build_worker
 from tests.helpers.moto import MotoServer, apply_environment, free_port
 
+NAIVE = "naive loop (receive 1, run, delete)"
+BATCH = "batch loop (receive 10, parallel, batch delete)"
 TRIVIAL_JOB = json.dumps({"service": "true", "command": {"arguments": []}})
 
 
@@ -66,13 +72,13 @@ def batch_loop(sqs: object, url: str, count: int) -> float:
 
 
 def processes_on_one_file(
-    scratch: str, jobs: int, processes: int, concurrency: int
+    scratch: str, jobs: int, processes: int, concurrency: int, tag: str = ""
 ) -> tuple[float, int, int]:
     """(seconds, jobs with exactly one result, jobs with more) for worker processes sharing one SQLite file."""
-    queue = LocalQueue(f"local:{scratch}/shared.db#jobs")
+    queue = LocalQueue(f"local:{scratch}/shared{tag}.db#jobs")
     for index in range(jobs):
         queue.send(json.dumps({"id": f"j{index}", "service": "true", "command": {"arguments": []}}))
-    results = f"local:{scratch}/shared.db#results"
+    results = f"local:{scratch}/shared{tag}.db#results"
     root = Path(__file__).resolve().parents[1]
     started = time.perf_counter()
     workers = [
@@ -91,7 +97,7 @@ def processes_on_one_file(
                 "--concurrency",
                 str(concurrency),
                 "--work-root",
-                f"{scratch}/w{index}",
+                f"{scratch}/w{tag}-{index}",
                 "--log-level",
                 "WARNING",
                 "--",
@@ -147,10 +153,46 @@ def lanworker_run(url: str, concurrency: int, work_root: Path) -> float:
     return time.perf_counter() - started
 
 
+def median_rates(jobs: int, rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {name: jobs / statistics.median(r[name] for r in rounds) for name in rounds[0]}
+
+
+def sqs_round(sqs: object, jobs: int, tag: str, scratch: str) -> dict[str, float]:
+    def queue(name: str) -> str:
+        url: str = sqs.create_queue(QueueName=f"bench-{name}-{tag}")["QueueUrl"]  # type: ignore[attr-defined]
+        fill(sqs, url, jobs)
+        return url
+
+    times = {NAIVE: naive_loop(sqs, queue("naive"), jobs), BATCH: batch_loop(sqs, queue("batch"), jobs)}
+    for concurrency in (1, 8):
+        url = queue(f"lanworker-{concurrency}")
+        times[f"lanworker --concurrency {concurrency}"] = lanworker_run(
+            url, concurrency, Path(scratch) / f"work-{concurrency}-{tag}"
+        )
+    return times
+
+
+def local_round(jobs: int, tag: str, scratch: str) -> dict[str, float]:
+    def queue(name: str) -> LocalQueue:
+        filled = LocalQueue(f"local:{scratch}/bench.db#{name}-{tag}")
+        for _ in range(jobs):
+            filled.send(TRIVIAL_JOB)
+        return filled
+
+    times = {NAIVE: naive_local_loop(queue("naive"), jobs)}
+    for concurrency in (1, 4, 8):
+        url = queue(f"c{concurrency}").url
+        times[f"lanworker --concurrency {concurrency}"] = lanworker_run(
+            url, concurrency, Path(scratch) / f"work-local-{concurrency}-{tag}"
+        )
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--shared-jobs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds; medians are printed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         server = MotoServer(free_port(), Path(scratch) / "moto.log")
@@ -158,46 +200,34 @@ def main() -> int:
         apply_environment(server)
         try:
             sqs = boto3.client("sqs")
-            rows = []
-            url = sqs.create_queue(QueueName="bench-naive")["QueueUrl"]
-            fill(sqs, url, args.jobs)
-            baseline = naive_loop(sqs, url, args.jobs)
-            rows.append(("naive loop (receive 1, run, delete)", baseline))
-            url = sqs.create_queue(QueueName="bench-batch")["QueueUrl"]
-            fill(sqs, url, args.jobs)
-            rows.append(("batch loop (receive 10, parallel, batch delete)", batch_loop(sqs, url, args.jobs)))
-            for concurrency in (1, 8):
-                url = sqs.create_queue(QueueName=f"bench-lanworker-{concurrency}")["QueueUrl"]
-                fill(sqs, url, args.jobs)
-                elapsed = lanworker_run(url, concurrency, Path(scratch) / f"work-{concurrency}")
-                rows.append((f"lanworker --concurrency {concurrency}", elapsed))
+            sqs_rounds = [sqs_round(sqs, args.jobs, str(r), scratch) for r in range(args.rounds)]
         finally:
             server.stop()
         # The same on the embedded queue, which separates the worker's own overhead from
         # moto_server's (a single Python process sharing the two cores).
-        local_rows = []
-        queue = LocalQueue(f"local:{scratch}/bench.db#naive")
-        for _ in range(args.jobs):
-            queue.send(TRIVIAL_JOB)
-        local_baseline = naive_local_loop(queue, args.jobs)
-        local_rows.append(("naive loop (receive 1, run, delete)", local_baseline))
-        for concurrency in (1, 4, 8):
-            queue = LocalQueue(f"local:{scratch}/bench.db#c{concurrency}")
-            for _ in range(args.jobs):
-                queue.send(TRIVIAL_JOB)
-            elapsed = lanworker_run(queue.url, concurrency, Path(scratch) / f"work-local-{concurrency}")
-            local_rows.append((f"lanworker --concurrency {concurrency}", elapsed))
-        shared = processes_on_one_file(scratch, args.shared_jobs, 4, 4)
-    for title, table, base in (
-        ("through SQS on moto_server", rows, baseline),
-        ("through the embedded local queue", local_rows, local_baseline),
+        local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
+        shared = [
+            processes_on_one_file(f"{scratch}", args.shared_jobs, 4, 4, str(r)) for r in range(args.rounds)
+        ]
+    print(
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.rounds} alternated rounds"
+    )
+    for title, rounds in (
+        ("through SQS on moto_server", sqs_rounds),
+        ("through the embedded local queue", local_rounds),
     ):
+        rates = median_rates(args.jobs, rounds)
         print(f"{args.jobs} trivial jobs (`true`) {title}")
-        for name, elapsed in table:
-            print(f"  {name:48s} {args.jobs / elapsed:8.1f} jobs/s  ratio vs naive {base / elapsed:5.2f}x")
-    elapsed, once, more = shared
+        for name, rate in rates.items():
+            ratios = f"{rate / rates[NAIVE]:5.2f}x naive"
+            if BATCH in rates and name != BATCH:
+                ratios += f", {rate / rates[BATCH]:5.2f}x batch loop"
+            print(f"  {name:48s} {rate:8.1f} jobs/s  {ratios}")
+    rate = args.shared_jobs / statistics.median(elapsed for elapsed, _, _ in shared)
+    once = min(exactly for _, exactly, _ in shared)
+    more = max(extra for _, _, extra in shared)
     print(f"{args.shared_jobs} jobs, 4 worker processes x concurrency 4 on one SQLite file")
-    print(f"  {args.shared_jobs / elapsed:8.1f} jobs/s; exactly once: {once}, more than once: {more}")
+    print(f"  {rate:8.1f} jobs/s; exactly once (worst round): {once}, more than once: {more}")
     return 0
 
 

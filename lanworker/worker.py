@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import IO
 
 from lanworker.config import WorkerConfig
-from lanworker.errors import ConfigError, StaleReceipt
+from lanworker.errors import ConfigError
 from lanworker.executors.base import Executor
 from lanworker.executors.native import NativeExecutor
 from lanworker.jobs import JobRunner
+from lanworker.leases import Heartbeats
 from lanworker.metrics import Metrics
 from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release
 from lanworker.polling import ReceiveLoop
@@ -30,78 +31,6 @@ from lanworker.stops import StopReason
 from lanworker.storage import Storage
 
 logger = logging.getLogger(__name__)
-
-
-class Lease:
-    """Keeps one message hidden while its job runs, and says when the job must stop.
-
-    The heartbeat extends visibility every interval. If extending fails for longer than
-    the visibility that remains, another worker may already have the message: the job
-    is told 'lease-lost' and the worker must not upload or delete with that receipt.
-    """
-
-    def __init__(
-        self,
-        queue: Queue,
-        message: ReceivedMessage,
-        config: WorkerConfig,
-        shutdown: threading.Event,
-        metrics: Metrics,
-    ) -> None:
-        self.metrics = metrics
-        self.queue = queue
-        self.message = message
-        self.config = config
-        self.shutdown = shutdown
-        self.job_id = message.message_id
-        self.first_received_at = message.first_received_at or time.time()
-        self.hidden_until = time.monotonic() + config.visibility_timeout_s
-        self._reason: StopReason | None = None
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"heartbeat-{message.message_id[:8]}", daemon=True
-        )
-
-    def start(self) -> Lease:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=self.config.visibility_timeout_s)
-
-    def should_stop(self) -> StopReason | None:
-        if self._reason is not None:
-            return self._reason
-        if self.shutdown.is_set():
-            return StopReason.SHUTDOWN
-        return None
-
-    def _beat(self) -> None:
-        interval = self.config.effective_heartbeat_s
-        while not self._stopped.wait(interval):
-            if time.time() - self.first_received_at >= self.config.max_job_runtime_s:
-                self._reason = self._reason or StopReason.MAX_RUNTIME
-            try:
-                self.queue.change_visibility(self.message, self.config.visibility_timeout_s)
-                self.hidden_until = time.monotonic() + self.config.visibility_timeout_s
-            except StaleReceipt as exc:
-                self.metrics.heartbeat_failures.inc()
-                logger.error("heartbeat: %s", exc, extra={"job_id": self.job_id, "action": "heartbeat"})
-                self._reason = StopReason.LEASE_LOST
-                return
-            except Exception as exc:
-                self.metrics.heartbeat_failures.inc()
-                remaining = self.hidden_until - time.monotonic()
-                logger.warning(
-                    "heartbeat failed (%.0f s of visibility left): %s",
-                    remaining,
-                    exc,
-                    extra={"job_id": self.job_id, "action": "heartbeat"},
-                )
-                if remaining <= interval:
-                    self._reason = StopReason.LEASE_LOST
-                    return
 
 
 class Worker:
@@ -126,6 +55,14 @@ class Worker:
         self.force = threading.Event()  # stop jobs now
         self.jobs_stop = threading.Event()  # set when the grace period is over
         self.last_receive_at = time.monotonic()
+        self.heartbeats = Heartbeats(
+            queue,
+            config.visibility_timeout_s,
+            config.effective_heartbeat_s,
+            config.max_job_runtime_s,
+            self.jobs_stop,
+            metrics,
+        )
         self._lock_file: IO[str] | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -141,6 +78,7 @@ class Worker:
         try:
             self._loop()
         finally:
+            self.heartbeats.close()
             self._release_work_root()
 
     def _claim_work_root(self) -> None:
@@ -211,7 +149,7 @@ class Worker:
     # ----------------------------------------------------------------- one message
     def _process(self, message: ReceivedMessage) -> None:
         self.metrics.in_flight.inc()
-        lease = Lease(self.queue, message, self.config, self.jobs_stop, self.metrics).start()
+        lease = self.heartbeats.lease(message)
         outcome: Outcome
         try:
             outcome = self.runner.run(message, lease.should_stop)
@@ -221,7 +159,7 @@ class Worker:
             )
             outcome = Release(error="unexpected error in the worker", delay_s=TRANSIENT_BACKOFF_S)
         finally:
-            lease.stop()
+            self.heartbeats.end(lease)
             self.metrics.in_flight.dec()
         if lease.should_stop() is StopReason.LEASE_LOST:
             outcome = Abandon()

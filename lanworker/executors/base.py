@@ -84,18 +84,6 @@ class CapturedStream:
             "truncated": self.truncated,
         }
 
-    def pump_from(self, source: IO[bytes]) -> None:
-        """Copy a pipe into this stream until EOF; meant for a background thread."""
-        try:
-            while (
-                chunk := source.read1(CHUNK_BYTES) if hasattr(source, "read1") else source.read(CHUNK_BYTES)
-            ):
-                self.write(chunk)
-        except (OSError, ValueError) as exc:
-            logger.debug("%s pump ended: %s", self.name, exc)
-        finally:
-            self.close()
-
 
 def open_stdin(message: CommandMessage, storage: Storage) -> IO[bytes] | None:
     stdin = message.command.stdin

@@ -6,23 +6,30 @@ import contextlib
 import json
 import logging
 import os
+import selectors
 import shutil
 import signal
 import subprocess
-import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from lanworker.errors import CannotStart, ConfigError, InvalidMessage
-from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
+from lanworker.executors.base import (
+    CapturedStream,
+    ExecutionRequest,
+    ExecutionResult,
+    JobTerms,
+    feed_stdin,
+)
 from lanworker.messages import CommandMessage
 from lanworker.staging import PathMapper, Workspace
 from lanworker.stops import StopReason
+from lanworker.storage import CHUNK_BYTES
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1
-PGID_FILE = ".lanworker-pgid"
 TERM_GRACE_S = 5.0
 
 
@@ -71,18 +78,23 @@ def check_program(base_command: Sequence[str]) -> str:
     return found
 
 
-def kill_process_group(process: subprocess.Popen[bytes], grace_s: float = TERM_GRACE_S) -> None:
-    """SIGTERM the whole group, then SIGKILL what is left after the grace period."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace_s)
-    # Children may outlive the leader; the group id stays valid while any member lives.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+def job_process_groups(worker_dir: Path) -> set[int]:
+    """The process groups of processes whose working directory lies under worker_dir
+    (never this process's own group)."""
+    prefix = os.path.realpath(worker_dir) + os.sep
+    own = os.getpgid(0)
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            if cwd.startswith(prefix):
+                found.add(os.getpgid(int(entry.name)))
+        except OSError:
+            continue  # gone, or not ours to look at
+    found.discard(own)
+    return found
 
 
 class NativeExecutor:
@@ -112,15 +124,12 @@ class NativeExecutor:
         """Kill process groups that jobs of dead workers left running.
 
         Jobs run in their own session, so a worker killed with SIGKILL leaves them orphaned.
-        Each job dir records its process group; the group is killed only if its leader
-        still runs in that job dir, so a recycled pid is never hit.
+        They are found by their working directory, which is their job dir under the dead
+        worker's dir; nothing is written per job to find them.
         """
         for worker_id in worker_ids:
-            for marker in (self.work_root / worker_id).glob(f"*/{PGID_FILE}"):
-                try:
-                    pgid = int(marker.read_text())
-                    if os.path.realpath(f"/proc/{pgid}/cwd") != os.path.realpath(marker.parent):
-                        continue
+            for pgid in job_process_groups(self.work_root / worker_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
                     logger.warning(
                         "killed process group %d left by worker %s",
@@ -128,8 +137,6 @@ class NativeExecutor:
                         worker_id,
                         extra={"action": "cleanup"},
                     )
-                except (OSError, ValueError):
-                    continue
 
     def run(self, request: ExecutionRequest) -> ExecutionResult:
         argv = [*self.base_command, *request.argv]
@@ -147,26 +154,16 @@ class NativeExecutor:
         except OSError as exc:
             raise CannotStart(f"command {argv[0]!r} could not start: {exc}") from exc
 
-        (request.workspace.root / PGID_FILE).write_text(str(process.pid))
         assert process.stdout is not None and process.stderr is not None
-        pumps = [
-            threading.Thread(target=request.stdout.pump_from, args=(process.stdout,), daemon=True),
-            threading.Thread(target=request.stderr.pump_from, args=(process.stderr,), daemon=True),
-        ]
-        for pump in pumps:
-            pump.start()
         feeder = None
         if process.stdin is not None:
             stdin = process.stdin
             feeder = feed_stdin(request.stdin, stdin.write, stdin.close)
-
-        stop_reason = self._wait(process, request)
-        # The job is over when its leader exits: background children it left (which could
-        # hold stdout open forever, or change outputs while they upload) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        for pump in pumps:
-            pump.join(timeout=self.term_grace_s)
+        try:
+            stop_reason = _Supervisor(process, request, self.term_grace_s).run()
+        finally:
+            process.stdout.close()
+            process.stderr.close()
         if feeder is not None:
             feeder.join(timeout=self.term_grace_s)
         return ExecutionResult(
@@ -175,20 +172,112 @@ class NativeExecutor:
             details={"pid": process.pid, "argv0": argv[0]},
         )
 
-    def _wait(self, process: subprocess.Popen[bytes], request: ExecutionRequest) -> StopReason | None:
+
+class _Supervisor:
+    """Runs one job's process group to its end from the job's own thread: no extra threads.
+
+    One selector waits on the leader's exit (a pidfd, so the exit is seen at once) and on
+    stdout and stderr, which are copied into their sinks as they arrive. The stop check
+    is asked every POLL_INTERVAL_S; a stop sends SIGTERM to the group and SIGKILL after
+    the grace period, while output keeps being drained. When the leader exits, the rest
+    of its group is killed (background children could hold stdout open forever, or change
+    outputs while they upload) and the pipes are read to their end. Whatever goes wrong,
+    the group is killed and the leader reaped before `run` returns.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], request: ExecutionRequest, grace_s: float) -> None:
+        self.process = process
+        self.request = request
+        self.grace_s = grace_s
+        self.selector = selectors.DefaultSelector()
+        self.pidfd: int | None = None
+        self.sinks: dict[int, CapturedStream] = {}
+        self.stop_reason: StopReason | None = None
+        self.kill_at: float | None = None  # when SIGKILL follows the SIGTERM of a stop
+
+    def run(self) -> StopReason | None:
+        assert self.process.stdout is not None and self.process.stderr is not None
+        try:
+            for pipe, sink in (
+                (self.process.stdout, self.request.stdout),
+                (self.process.stderr, self.request.stderr),
+            ):
+                self.selector.register(pipe.fileno(), selectors.EVENT_READ)
+                self.sinks[pipe.fileno()] = sink
+            with contextlib.suppress(AttributeError, OSError):  # without pidfds the exit is polled
+                self.pidfd = os.pidfd_open(self.process.pid)
+                self.selector.register(self.pidfd, selectors.EVENT_READ)
+            self._until_exit()
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self._drain(time.monotonic() + self.grace_s)
+        finally:
+            # Until the leader is reaped its pid, and so its group id, cannot be reused.
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.selector.close()
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+            for sink in self.sinks.values():
+                sink.close()
+        return self.stop_reason
+
+    def _until_exit(self) -> None:
+        next_check = time.monotonic() + POLL_INTERVAL_S
         while True:
-            try:
-                process.wait(timeout=POLL_INTERVAL_S)
-                return None
-            except subprocess.TimeoutExpired:
-                pass
-            reason = request.should_stop()
-            if reason is not None:
-                logger.info(
-                    "stopping job process group %d: %s",
-                    process.pid,
-                    reason.value,
-                    extra={"job_id": request.job_id, "action": "stop"},
-                )
-                kill_process_group(process, self.term_grace_s)
-                return reason
+            timeout = max(0.0, next_check - time.monotonic())
+            for key, _ in self.selector.select(timeout if self.pidfd is not None else min(timeout, 0.01)):
+                if key.fd != self.pidfd:
+                    self._copy(key.fd)
+            if self.process.poll() is not None:
+                return
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + POLL_INTERVAL_S
+                self._check_stop(now)
+
+    def _check_stop(self, now: float) -> None:
+        if self.kill_at is not None:
+            if now >= self.kill_at:
+                _signal_group(self.process.pid, signal.SIGKILL)
+            return
+        reason = self.request.should_stop()
+        if reason is None:
+            return
+        logger.info(
+            "stopping job process group %d: %s",
+            self.process.pid,
+            reason.value,
+            extra={"job_id": self.request.job_id, "action": "stop"},
+        )
+        self.stop_reason = reason
+        self.kill_at = now + self.grace_s
+        _signal_group(self.process.pid, signal.SIGTERM)
+
+    def _drain(self, deadline: float) -> None:
+        """Read stdout and stderr to their end (their writers are dead), within the deadline."""
+        while self.sinks and (remaining := deadline - time.monotonic()) > 0:
+            for key, _ in self.selector.select(remaining):
+                if key.fd in self.sinks:
+                    self._copy(key.fd)
+
+    def _copy(self, fd: int) -> None:
+        sink = self.sinks[fd]
+        try:
+            chunk = os.read(fd, CHUNK_BYTES)
+        except OSError as exc:
+            logger.debug("%s pipe ended: %s", sink.name, exc)
+            chunk = b""
+        if not chunk:
+            self.selector.unregister(fd)
+            del self.sinks[fd]
+            sink.close()
+            return
+        try:
+            sink.write(chunk)
+        except OSError as exc:  # a full disk under a spooled stream: drop, keep the pipe moving
+            logger.warning("%s lost output: %s", sink.name, exc, extra={"job_id": self.request.job_id})
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)

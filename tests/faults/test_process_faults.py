@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lanworker import cli
+from lanworker.executors.native import job_process_groups
 from lanworker.queues import SqsQueue
 from tests.faults.conftest import collect_results, process_group_alive, tally, tool_job, wait_for_results
 from tests.helpers.faults import summary
@@ -36,8 +37,7 @@ def test_sigkill_mid_job_is_completed_by_another_worker(
     SqsQueue(queue).send(tool_job("killed-mid-job", ("--sleep", 4), ("--record", str(record))))
     first = spawn_worker(queue, "--visibility-timeout-s", "3", worker_id="first")
     wait_until(lambda: len(records(record)) == 1, what="the job to start on the first worker")
-    [pgid_file] = list((work_root / "first").glob("*/.lanworker-pgid"))
-    orphan = int(pgid_file.read_text())
+    [orphan] = job_process_groups(work_root / "first")
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert process_group_alive(orphan), "the job outlives a SIGKILLed worker until someone cleans up"

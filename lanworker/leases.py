@@ -1,0 +1,152 @@
+"""Message leases: one heartbeat thread keeps every running job's message hidden.
+
+Invariants:
+- Once `Heartbeats.end(lease)` returns, no visibility change for that message is in flight
+  or will be made, so the release or delete that follows is never undone by a late beat.
+- A lease whose extension fails for longer than the visibility it has left answers
+  LEASE_LOST: another worker may have the message, and this one must not upload or
+  delete with that receipt.
+- One thread for all leases, started with the first one: starting and joining a thread
+  per job cost more than a trivial job itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from lanworker.errors import StaleReceipt
+from lanworker.metrics import Metrics
+from lanworker.queues import Queue, ReceivedMessage
+from lanworker.stops import StopReason
+
+logger = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 5.0  # how long the thread sleeps with no lease at all (close() wakes it)
+
+
+class Lease:
+    """One message's lease; `should_stop` is the job's view of it (thread-safe)."""
+
+    def __init__(
+        self,
+        message: ReceivedMessage,
+        visibility_timeout_s: int,
+        interval_s: float,
+        shutdown: threading.Event,
+    ) -> None:
+        self.message = message
+        self.job_id = message.message_id
+        self.first_received_at = message.first_received_at or time.time()
+        now = time.monotonic()
+        self.hidden_until = now + visibility_timeout_s
+        self.due = now + interval_s
+        self.shutdown = shutdown
+        self.reason: StopReason | None = None
+        self.ended = False
+        self.lock = threading.Lock()  # held while extending; ending waits for it
+
+    def should_stop(self) -> StopReason | None:
+        if self.reason is not None:
+            return self.reason
+        if self.shutdown.is_set():
+            return StopReason.SHUTDOWN
+        return None
+
+
+class Heartbeats:
+    def __init__(
+        self,
+        queue: Queue,
+        visibility_timeout_s: int,
+        interval_s: float,
+        max_runtime_s: float,
+        shutdown: threading.Event,
+        metrics: Metrics,
+    ) -> None:
+        self.queue = queue
+        self.visibility_timeout_s = visibility_timeout_s
+        self.interval_s = interval_s
+        self.max_runtime_s = max_runtime_s
+        self.shutdown = shutdown
+        self.metrics = metrics
+        self._leases: set[Lease] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0  # when the thread wakes next on its own
+        self._closed = False
+
+    def lease(self, message: ReceivedMessage) -> Lease:
+        lease = Lease(message, self.visibility_timeout_s, self.interval_s, self.shutdown)
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("heartbeats are closed")
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
+                self._thread.start()
+            elif lease.due < self._wakes_at:
+                self._changed.notify()  # only then: a wake-up per job would cost a thread switch
+        return lease
+
+    def end(self, lease: Lease) -> None:
+        with lease.lock:
+            lease.ended = True
+        with self._changed:
+            self._leases.discard(lease)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=timeout_s)
+
+    # ----------------------------------------------------------------- the thread
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = [lease for lease in self._leases if lease.due <= now]
+                if not due:
+                    self._wakes_at = min((lease.due for lease in self._leases), default=now + IDLE_WAIT_S)
+                    self._changed.wait(timeout=max(0.0, self._wakes_at - now))
+                    continue
+            for lease in due:
+                self._beat(lease)
+
+    def _beat(self, lease: Lease) -> None:
+        with lease.lock:
+            if lease.ended:
+                return
+            lease.due = time.monotonic() + self.interval_s
+            if time.time() - lease.first_received_at >= self.max_runtime_s:
+                lease.reason = lease.reason or StopReason.MAX_RUNTIME
+            try:
+                self.queue.change_visibility(lease.message, self.visibility_timeout_s)
+                lease.hidden_until = time.monotonic() + self.visibility_timeout_s
+                return
+            except StaleReceipt as exc:
+                self.metrics.heartbeat_failures.inc()
+                logger.error("heartbeat: %s", exc, extra={"job_id": lease.job_id, "action": "heartbeat"})
+                lost = True
+            except Exception as exc:
+                self.metrics.heartbeat_failures.inc()
+                remaining = lease.hidden_until - time.monotonic()
+                logger.warning(
+                    "heartbeat failed (%.0f s of visibility left): %s",
+                    remaining,
+                    exc,
+                    extra={"job_id": lease.job_id, "action": "heartbeat"},
+                )
+                lost = remaining <= self.interval_s
+            if lost:
+                lease.reason = StopReason.LEASE_LOST
+                lease.ended = True
+        if lease.ended:
+            with self._changed:
+                self._leases.discard(lease)
