@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+import fastjsonschema
 import jsonschema
 
 from lanworker.errors import InvalidMessage
@@ -22,16 +24,25 @@ WRITABLE_SCHEMES = ("s3", "file")
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    # Package data (the top-level `schemas/` is a link to it, for people reading the repo).
+    """A schema from package data (the top-level `schemas/` links to it). Whether each is
+    a valid 2020-12 schema is checked by the tests, not at every start-up (150 ms)."""
     text = resources.files("lanworker").joinpath("schemas").joinpath(name).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
-    jsonschema.Draft202012Validator.check_schema(schema)
     return schema
 
 
 @cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema(name))
+
+
+@cache
+def fast_check(name: str) -> Callable[[Any], Any]:
+    """The schema compiled to Python (fastjsonschema): 10-20x faster than jsonschema on the
+    valid documents that are most of a queue. It only says yes or no; any no is explained
+    by jsonschema. The schemas use only keywords both read alike, which a test checks on
+    thousands of variants of real messages."""
+    return fastjsonschema.compile(load_schema(name), use_default=False, use_formats=False)
 
 
 def json_path(error: jsonschema.ValidationError) -> str:
@@ -43,10 +54,16 @@ def json_path(error: jsonschema.ValidationError) -> str:
 
 def schema_errors(document: Any, schema_name: str) -> list[str]:
     """Every schema violation as 'JSONPATH: message', sorted by path for stable output."""
+    try:
+        fast_check(schema_name)(document)
+        return []
+    except fastjsonschema.JsonSchemaValueException as refusal:
+        fast_refusal = f"{refusal.name}: {refusal.message}"
     errors = sorted(
         validator(schema_name).iter_errors(document), key=lambda e: list(map(str, e.absolute_path))
     )
-    return [f"{json_path(err)}: {err.message}" for err in errors]
+    # Never let a disagreement pass a document: the faster check's refusal stands alone.
+    return [f"{json_path(err)}: {err.message}" for err in errors] or [fast_refusal]
 
 
 def uri_scheme(uri: str) -> str:

@@ -107,6 +107,16 @@ class InMemoryQueue:
             del self.messages[message.message_id]
             self.operations.append(("delete", message.message_id))
 
+    def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for message in messages:
+            try:
+                self.delete(message)
+                errors.append(None)
+            except Exception as exc:
+                errors.append(exc)
+        return errors
+
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         with self._lock:
             self._owned(message).visible_at = time.monotonic() + timeout_s

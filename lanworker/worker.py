@@ -2,7 +2,8 @@
 
 Ordering rule: a message leaves the queue only after its result was delivered, or it was
 dead-lettered. Anything that goes wrong before that releases the message (or, with a
-lost lease, leaves it alone) so it is delivered again.
+lost lease, leaves it alone) so it is delivered again. The job runner decides
+(`outcomes.py`); the settler (`settling.py`) carries the decision out, in that order.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import fcntl
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -22,11 +22,12 @@ from lanworker.executors.native import NativeExecutor
 from lanworker.jobs import JobRunner
 from lanworker.leases import Heartbeats
 from lanworker.metrics import Metrics
-from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release
+from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
 from lanworker.polling import ReceiveLoop
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
 from lanworker.results import EventPublisher, ResultReporter
 from lanworker.safefs import remove_tree
+from lanworker.settling import Settler
 from lanworker.stops import StopReason
 from lanworker.storage import Storage
 
@@ -64,6 +65,7 @@ class Worker:
             metrics,
         )
         self._lock_file: IO[str] | None = None
+        self._settler: Settler | None = None  # while running
 
     # ----------------------------------------------------------------- lifecycle
     def request_shutdown(self) -> None:
@@ -75,9 +77,13 @@ class Worker:
     def run(self) -> None:
         self.queue.check()
         self._claim_work_root()
+        self._settler = Settler(
+            self.queue, self.reporter, self.events, self.heartbeats, self.metrics, self.config.concurrency
+        )
         try:
             self._loop()
         finally:
+            self._settler.close()
             self.heartbeats.close()
             self._release_work_root()
 
@@ -148,8 +154,9 @@ class Worker:
 
     # ----------------------------------------------------------------- one message
     def _process(self, message: ReceivedMessage) -> None:
-        self.metrics.in_flight.inc()
+        assert self._settler is not None
         lease = self.heartbeats.lease(message)
+        self.metrics.in_flight.inc()
         outcome: Outcome
         try:
             outcome = self.runner.run(message, lease.should_stop)
@@ -159,53 +166,10 @@ class Worker:
             )
             outcome = Release(error="unexpected error in the worker", delay_s=TRANSIENT_BACKOFF_S)
         finally:
-            self.heartbeats.end(lease)
             self.metrics.in_flight.dec()
         if lease.should_stop() is StopReason.LEASE_LOST:
             outcome = Abandon()
-        self._settle(message, outcome)
-
-    def _settle(self, message: ReceivedMessage, outcome: Outcome) -> None:
-        """Report, then delete or dead-letter; on any failure give the message back."""
-        if isinstance(outcome, Abandon):
-            self.metrics.jobs.labels("abandoned").inc()
-            return
-        if isinstance(outcome, Release):
-            self.metrics.jobs.labels("released").inc()
-            self._safely(self.queue.release, message, "release", outcome.error, outcome.delay_s)
-            return
-        result = outcome.result
-        result.receive_count = message.receive_count
-        try:
-            if isinstance(outcome, Delete) and outcome.requeue is not None:
-                self.queue.send(outcome.requeue.body, delay_s=outcome.requeue.delay_s)
-            self.reporter.report(result, outcome.reply_to)
-        except Exception as exc:
-            logger.error(
-                "could not deliver the result of %s, releasing the message: %s",
-                result.job_id,
-                exc,
-                extra={"job_id": result.job_id, "action": "released"},
-            )
-            self._safely(self.queue.release, message, "release")
-            return
-        if isinstance(outcome, DeadLetter):
-            if self._safely(self.queue.dead_letter, message, "dead-letter", outcome.reason):
-                self.metrics.jobs.labels("dead-lettered").inc()
-                self.events.publish(result.job_id, "dead-lettered", reason=outcome.reason)
-        elif self._safely(self.queue.delete, message, "delete"):
-            self.metrics.jobs.labels(result.state).inc()
-
-    def _safely(
-        self, operation: Callable[..., None], message: ReceivedMessage, what: str, *args: object
-    ) -> bool:
-        try:
-            operation(message, *args)
-            return True
-        except Exception as exc:
-            # The message will come back after its visibility timeout; nothing is lost.
-            logger.error("%s of message %s failed: %s", what, message.message_id, exc, extra={"action": what})
-            return False
+        self._settler.settle(message, lease, outcome)
 
 
 # --------------------------------------------------------------------- assembly

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +39,10 @@ class Queue(Protocol):
 
     def delete(self, message: ReceivedMessage) -> None:
         """Remove a message for good; raises StaleReceipt if it is no longer ours."""
+
+    def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
+        """Delete several in as few calls as the backend allows. Never raises: one error
+        (StaleReceipt, or why it failed) or None per message, in order."""
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         """Hide the message for timeout_s from now (the heartbeat)."""

@@ -17,15 +17,15 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
-from lanworker.sqlite import connect, immediate
+from lanworker.sqlite import SharedConnection
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+def _stale(message: ReceivedMessage) -> StaleReceipt:
+    return StaleReceipt(f"message {message.message_id}: receipt is stale (received again elsewhere or gone)")
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
+    if "last_error" not in columns:  # a queue file from before last_error existed
+        connection.execute("ALTER TABLE messages ADD COLUMN last_error TEXT")
+
+
 def parse_local_url(url: str) -> tuple[Path, str]:
     rest = url[len("local:") :]
     if rest.startswith("//"):
@@ -72,31 +82,30 @@ class LocalQueue:
         self.path, self.name = parse_local_url(url)
         self.url = f"local:{self.path}#{self.name}"
         self.max_receives = max_receives
-        self._local = threading.local()
+        self._db: SharedConnection | None = None  # opened on first use: the file may not exist yet
 
     def sibling(self, name: str) -> LocalQueue:
         """Another named queue in the same file (results, replies)."""
         return LocalQueue(f"local:{self.path}#{name}", self.max_receives)
 
     # ----------------------------------------------------------------- plumbing
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
+    def _shared(self) -> SharedConnection:
+        if self._db is None:
             try:
-                connection = connect(self.path, SCHEMA)
-                columns = {row[1] for row in connection.execute("PRAGMA table_info(messages)")}
-                if "last_error" not in columns:  # a queue file from before last_error existed
-                    connection.execute("ALTER TABLE messages ADD COLUMN last_error TEXT")
+                self._db = SharedConnection.to(self.path, SCHEMA, _upgrade)
             except (sqlite3.Error, OSError) as exc:
                 raise QueueUnreachable(f"cannot open local queue {self.path}: {exc}") from exc
-            self._local.connection = connection
-        return connection
+        return self._db
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate(self._connection())
+        return self._shared().transaction()
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._shared().read()
 
     def check(self) -> None:
-        self._connection().execute("SELECT 1").fetchone()
+        with self._read() as db:
+            db.execute("SELECT 1").fetchone()
 
     # ----------------------------------------------------------------- interface
     def send(
@@ -177,20 +186,27 @@ class LocalQueue:
                 (*parameters, message.message_id, message.receipt_handle),
             )
             if cursor.rowcount != 1:
-                raise StaleReceipt(
-                    f"message {message.message_id}: receipt is stale (received again elsewhere or gone)"
-                )
+                raise _stale(message)
 
     def delete(self, message: ReceivedMessage) -> None:
-        with self._transaction() as db:
-            cursor = db.execute(
-                "DELETE FROM messages WHERE id = ? AND receipt = ?",
-                (message.message_id, message.receipt_handle),
-            )
-            if cursor.rowcount != 1:
-                raise StaleReceipt(
-                    f"message {message.message_id}: receipt is stale (received again elsewhere or gone)"
-                )
+        error = self.delete_batch([message])[0]
+        if error is not None:
+            raise error
+
+    def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
+        """All in one transaction."""
+        errors: list[Exception | None] = []
+        try:
+            with self._transaction() as db:
+                for message in messages:
+                    cursor = db.execute(
+                        "DELETE FROM messages WHERE id = ? AND receipt = ?",
+                        (message.message_id, message.receipt_handle),
+                    )
+                    errors.append(None if cursor.rowcount == 1 else _stale(message))
+        except Exception as exc:
+            return [exc for _ in messages]
+        return errors
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._update_owned(message, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
@@ -209,9 +225,7 @@ class LocalQueue:
                 (message.message_id, message.receipt_handle),
             ).fetchone()
             if owned is None:
-                raise StaleReceipt(
-                    f"message {message.message_id}: receipt is stale (received again elsewhere or gone)"
-                )
+                raise _stale(message)
             self._move_to_dead_letters(db, message.message_id, reason)
 
     def _move_to_dead_letters(self, db: sqlite3.Connection, message_id: str, reason: str) -> None:
@@ -224,15 +238,12 @@ class LocalQueue:
         logger.warning("message %s dead-lettered: %s", message_id, reason, extra={"action": "dead-letter"})
 
     def list_dead_letters(self, limit: int) -> list[DeadLetterEntry]:
-        rows = (
-            self._connection()
-            .execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT id, body, reason, receive_count, attributes FROM dead_letters WHERE queue = ? "
                 "ORDER BY dead_lettered_at LIMIT ?",
                 (self.name, limit),
-            )
-            .fetchall()
-        )
+            ).fetchall()
         return [DeadLetterEntry(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
 
     def redrive(self, limit: int) -> int:
@@ -256,11 +267,11 @@ class LocalQueue:
 
     def counts(self) -> dict[str, int]:
         """Visible, in-flight and dead-lettered message counts (for tests and the CLI)."""
-        db = self._connection()
         now = time.time()
-        visible = db.execute(
-            "SELECT COUNT(*) FROM messages WHERE queue = ? AND visible_at <= ?", (self.name, now)
-        ).fetchone()[0]
-        total = db.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (self.name,)).fetchone()[0]
-        dead = db.execute("SELECT COUNT(*) FROM dead_letters WHERE queue = ?", (self.name,)).fetchone()[0]
+        with self._read() as db:
+            visible = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE queue = ? AND visible_at <= ?", (self.name, now)
+            ).fetchone()[0]
+            total = db.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (self.name,)).fetchone()[0]
+            dead = db.execute("SELECT COUNT(*) FROM dead_letters WHERE queue = ?", (self.name,)).fetchone()[0]
         return {"visible": visible, "in_flight": total - visible, "dead_letters": dead}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -131,6 +132,28 @@ class SqsQueue:
 
     def delete(self, message: ReceivedMessage) -> None:
         self._call("delete", "delete_message", ReceiptHandle=message.receipt_handle)
+
+    def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
+        """Ten per call; an entry the batch could not delete is retried on its own."""
+        errors: list[Exception | None] = []
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)]
+            try:
+                response = self._call("delete", "delete_message_batch", Entries=entries)
+                failed = {entry["Id"] for entry in response.get("Failed", [])}
+            except Exception:
+                failed = {entry["Id"] for entry in entries}
+            for index, message in enumerate(chunk):
+                errors.append(self._delete_alone(message) if str(index) in failed else None)
+        return errors
+
+    def _delete_alone(self, message: ReceivedMessage) -> Exception | None:
+        try:
+            self.delete(message)
+            return None
+        except Exception as exc:
+            return exc
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._call(

@@ -76,7 +76,8 @@ def test_a_stolen_message_is_neither_uploaded_nor_deleted(
     runner.start()
     wait_until(lambda: queue.counts()["in_flight"] == 1, what="the job to start")
     # Another consumer takes the message (as after an expired visibility): our receipt is stale.
-    thief._connection().execute("UPDATE messages SET visible_at = 0")
+    with thief._transaction() as db:
+        db.execute("UPDATE messages SET visible_at = 0")
     [stolen] = thief.receive(1, 0, 300)
     runner.join(timeout=60)
     assert not runner.is_alive()

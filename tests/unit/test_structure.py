@@ -62,9 +62,12 @@ def test_config_does_not_pull_in_the_queues() -> None:
     assert imports()["lanworker.config"] == {"lanworker.errors"}
 
 
-def test_schemas_are_package_data() -> None:
+def test_schemas_are_package_data_and_valid_schemas() -> None:
+    import jsonschema
+
     from lanworker.messages import load_schema
 
     for name in ("command.schema.json", "rules.schema.json", "services.schema.json"):
         assert load_schema(name)["$schema"].startswith("https://json-schema.org/")
+        jsonschema.Draft202012Validator.check_schema(load_schema(name))
     assert (PACKAGE.parent / "schemas").resolve() == PACKAGE / "schemas"

@@ -1,0 +1,176 @@
+"""Settling finished jobs, in one thread: report, then delete, dead-letter or release.
+
+Invariants:
+- A message leaves the queue only after its result was delivered (or it was
+  dead-lettered); when delivering fails, the message is released, never deleted.
+- A job's lease is kept until its message is settled, so visibility cannot run out
+  between the end of the job and its delete.
+- Deletes of messages settled together go to the queue as one batch (SQS takes ten per
+  call), and a job slot is free again as soon as its job is decided: settling overlaps
+  the next job instead of preceding it.
+- `close()` returns only when everything handed over is settled.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdlib_queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lanworker.leases import Heartbeats, Lease
+from lanworker.metrics import Metrics
+from lanworker.outcomes import Abandon, DeadLetter, Delete, Outcome, Release
+from lanworker.queues import Queue, ReceivedMessage
+from lanworker.results import EventPublisher, ResultReporter
+
+logger = logging.getLogger(__name__)
+
+BATCH = 10  # the most SQS deletes in one call
+STEP_S = 1.0  # the longest any wait here lasts before it looks again
+
+
+@dataclass(frozen=True)
+class Decided:
+    message: ReceivedMessage
+    lease: Lease
+    outcome: Outcome
+
+
+class Settler:
+    def __init__(
+        self,
+        queue: Queue,
+        reporter: ResultReporter,
+        events: EventPublisher,
+        heartbeats: Heartbeats,
+        metrics: Metrics,
+        backlog: int,
+    ) -> None:
+        self.queue = queue
+        self.reporter = reporter
+        self.events = events
+        self.heartbeats = heartbeats
+        self.metrics = metrics
+        self._pending: stdlib_queue.Queue[Decided | None] = stdlib_queue.Queue(maxsize=max(1, backlog))
+        self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
+        self._thread.start()
+
+    def settle(self, message: ReceivedMessage, lease: Lease, outcome: Outcome) -> None:
+        """Hand a decided job over; waits while the backlog is full (settling is behind)."""
+        decided = Decided(message, lease, outcome)
+        if not self._put(decided):
+            self._settle_batch([decided])  # never lose a decision to a dead thread
+
+    def close(self) -> None:
+        """Settle everything handed over, then stop the thread."""
+        self._put(None)
+        while self._thread.is_alive():
+            self._thread.join(timeout=STEP_S)
+            if self._thread.is_alive():
+                logger.info("still settling %d job(s)", self._pending.qsize(), extra={"action": "shutdown"})
+
+    def _put(self, item: Decided | None) -> bool:
+        while self._thread.is_alive():
+            try:
+                self._pending.put(item, timeout=STEP_S)
+                return True
+            except stdlib_queue.Full:
+                continue
+        return False
+
+    # ----------------------------------------------------------------- the thread
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            try:
+                first = self._pending.get(timeout=STEP_S)
+            except stdlib_queue.Empty:
+                continue
+            batch: list[Decided] = []
+            item: Decided | None = first
+            while True:
+                if item is None:
+                    closing = True  # everything handed over before close() is in this batch
+                    break
+                batch.append(item)
+                if len(batch) == BATCH:
+                    break
+                try:
+                    item = self._pending.get_nowait()
+                except stdlib_queue.Empty:
+                    break
+            try:
+                self._settle_batch(batch)
+            except Exception:
+                logger.exception("settling failed; the messages come back after their visibility timeout")
+
+    def _settle_batch(self, batch: list[Decided]) -> None:
+        deletes: list[Decided] = []
+        try:
+            for decided in batch:
+                if self._prepare(decided):
+                    deletes.append(decided)
+            if deletes:
+                errors = self.queue.delete_batch([decided.message for decided in deletes])
+                for decided, error in zip(deletes, errors, strict=True):
+                    self._deleted(decided, error)
+        finally:
+            for decided in batch:
+                self.heartbeats.end(decided.lease)
+
+    def _prepare(self, decided: Decided) -> bool:
+        """Everything before the delete; True when the message is now to be deleted."""
+        message, outcome = decided.message, decided.outcome
+        if isinstance(outcome, Abandon):
+            self.metrics.jobs.labels("abandoned").inc()
+            return False
+        if isinstance(outcome, Release):
+            self.metrics.jobs.labels("released").inc()
+            self._safely(self.queue.release, message, "release", outcome.error, outcome.delay_s)
+            return False
+        result = outcome.result
+        result.receive_count = message.receive_count
+        try:
+            if isinstance(outcome, Delete) and outcome.requeue is not None:
+                self.queue.send(outcome.requeue.body, delay_s=outcome.requeue.delay_s)
+            self.reporter.report(result, outcome.reply_to)
+        except Exception as exc:
+            logger.error(
+                "could not deliver the result of %s, releasing the message: %s",
+                result.job_id,
+                exc,
+                extra={"job_id": result.job_id, "action": "released"},
+            )
+            self._safely(self.queue.release, message, "release")
+            return False
+        if isinstance(outcome, DeadLetter):
+            if self._safely(self.queue.dead_letter, message, "dead-letter", outcome.reason):
+                self.metrics.jobs.labels("dead-lettered").inc()
+                self.events.publish(result.job_id, "dead-lettered", reason=outcome.reason)
+            return False
+        return True
+
+    def _deleted(self, decided: Decided, error: Exception | None) -> None:
+        assert isinstance(decided.outcome, Delete)
+        if error is None:
+            self.metrics.jobs.labels(decided.outcome.result.state).inc()
+            return
+        # The message will come back after its visibility timeout; nothing is lost.
+        logger.error(
+            "delete of message %s failed: %s",
+            decided.message.message_id,
+            error,
+            extra={"job_id": decided.outcome.result.job_id, "action": "delete"},
+        )
+
+    @staticmethod
+    def _safely(operation: Callable[..., None], message: ReceivedMessage, what: str, *args: object) -> bool:
+        try:
+            operation(message, *args)
+            return True
+        except Exception as exc:
+            # The message will come back after its visibility timeout; nothing is lost.
+            logger.error("%s of message %s failed: %s", what, message.message_id, exc, extra={"action": what})
+            return False
