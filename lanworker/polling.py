@@ -3,6 +3,10 @@
 Invariant: no step waits longer than max(STEP_S, the long poll), so a shutdown request is
 seen within one step whether the loop is idle, busy or draining a `--once` run. A message
 received after shutdown was requested is released at once, never started.
+
+With `prefetch`, the loop holds messages beyond its free slots; they wait in the pool's
+queue, and the handler is the one to decide what a message that waited past a shutdown
+request becomes (the worker releases it).
 """
 
 from __future__ import annotations
@@ -21,10 +25,23 @@ logger = logging.getLogger(__name__)
 STEP_S = 1.0  # the longest a step waits for running handlers
 ONCE_WAIT_S = 1  # the long poll of a --once run: it ends when the queue is empty
 RECEIVE_BACKOFF_MAX_S = 30.0
+SETTLING_PAUSE_S = 0.01  # a --once run that found the queue empty looks again this soon
 
 
 def _nothing() -> None:
     return None
+
+
+def _ignore(message: ReceivedMessage) -> None:
+    return None
+
+
+def _none() -> int:
+    return 0
+
+
+def _idle() -> bool:
+    return False
 
 
 class ReceiveLoop:
@@ -40,6 +57,9 @@ class ReceiveLoop:
         shutdown: threading.Event,
         on_alive: Callable[[], None] = _nothing,
         on_receive_error: Callable[[], None] = _nothing,
+        on_received: Callable[[ReceivedMessage], None] = _ignore,
+        prefetch: Callable[[], int] = _none,
+        settling: Callable[[], bool] = _idle,
         name: str = "job",
     ) -> None:
         self.queue = queue
@@ -51,6 +71,9 @@ class ReceiveLoop:
         self.shutdown = shutdown
         self.on_alive = on_alive
         self.on_receive_error = on_receive_error
+        self.on_received = on_received  # in this thread, before the message is handed over
+        self.prefetch = prefetch  # messages it may hold beyond the free slots, asked each step
+        self.settling = settling  # whether finished handlers' work is still being carried out
         self.name = name
         self.running: set[Future[None]] = set()
         self.single_pass = SinglePass(queue)
@@ -71,7 +94,7 @@ class ReceiveLoop:
         self.running = {future for future in self.running if not future.done()}
         if self.shutdown.is_set():
             return False
-        free = self.concurrency - len(self.running)
+        free = self.concurrency + self.prefetch() - len(self.running)
         if free <= 0:
             wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
             self.on_alive()  # busy is not stalled
@@ -90,11 +113,15 @@ class ReceiveLoop:
             messages = self.single_pass.first_sightings(messages)
         for message in messages:
             assert self._pool is not None
+            self.on_received(message)
             self.running.add(self._pool.submit(self.handle, message))
         if self.once and drained:
-            if not self.running:
+            if self.running:
+                wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
+            elif self.settling():
+                time.sleep(SETTLING_PAUSE_S)  # a settling job may still send a retry here
+            else:
                 return False
-            wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
         return True
 
     def _receive(self, free: int) -> list[ReceivedMessage] | None:

@@ -5,9 +5,10 @@ Invariants:
   dead-lettered); when delivering fails, the message is released, never deleted.
 - A job's lease is kept until its message is settled, so visibility cannot run out
   between the end of the job and its delete.
-- Deletes of messages settled together go to the queue as one batch (SQS takes ten per
-  call), and a job slot is free again as soon as its job is decided: settling overlaps
-  the next job instead of preceding it.
+- For a remote queue (SQS) settling runs in its own thread: a job slot is free again as
+  soon as its job is decided, settling overlaps the next job, and deletes of messages
+  settled together go as one batch (ten per call). For the embedded queue a delete costs
+  less than handing it to another thread, so the job's thread settles it.
 - `close()` returns only when everything handed over is settled.
 """
 
@@ -47,6 +48,7 @@ class Settler:
         heartbeats: Heartbeats,
         metrics: Metrics,
         backlog: int,
+        threaded: bool,
     ) -> None:
         self.queue = queue
         self.reporter = reporter
@@ -54,17 +56,30 @@ class Settler:
         self.heartbeats = heartbeats
         self.metrics = metrics
         self._pending: stdlib_queue.Queue[Decided | None] = stdlib_queue.Queue(maxsize=max(1, backlog))
-        self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
-        self._thread.start()
+        self._in_hand = 0
+        self._count_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
+            self._thread.start()
 
     def settle(self, message: ReceivedMessage, lease: Lease, outcome: Outcome) -> None:
         """Hand a decided job over; waits while the backlog is full (settling is behind)."""
         decided = Decided(message, lease, outcome)
+        with self._count_lock:
+            self._in_hand += 1
         if not self._put(decided):
             self._settle_batch([decided])  # never lose a decision to a dead thread
 
+    def busy(self) -> bool:
+        """Whether jobs handed over are not settled yet (a --once run waits for them: a
+        settling job may send its retry)."""
+        return self._in_hand > 0
+
     def close(self) -> None:
         """Settle everything handed over, then stop the thread."""
+        if self._thread is None:
+            return
         self._put(None)
         while self._thread.is_alive():
             self._thread.join(timeout=STEP_S)
@@ -72,7 +87,8 @@ class Settler:
                 logger.info("still settling %d job(s)", self._pending.qsize(), extra={"action": "shutdown"})
 
     def _put(self, item: Decided | None) -> bool:
-        while self._thread.is_alive():
+        """False when there is no thread to take it: the caller settles it itself."""
+        while self._thread is not None and self._thread.is_alive():
             try:
                 self._pending.put(item, timeout=STEP_S)
                 return True
@@ -119,6 +135,8 @@ class Settler:
         finally:
             for decided in batch:
                 self.heartbeats.end(decided.lease)
+            with self._count_lock:
+                self._in_hand -= len(batch)
 
     def _prepare(self, decided: Decided) -> bool:
         """Everything before the delete; True when the message is now to be deleted."""

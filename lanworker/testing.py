@@ -47,7 +47,8 @@ class _Stored:
 class InMemoryQueue:
     """A Queue in memory; thread-safe. `operations` lists (operation, message id)."""
 
-    def __init__(self, url: str = "memory://jobs") -> None:
+    def __init__(self, url: str = "memory://jobs", remote: bool = False) -> None:
+        self.remote = remote  # True: the worker settles in a thread, as for SQS
         self.url = url
         self.messages: dict[str, _Stored] = {}
         self.dead_letters: list[DeadLetterEntry] = []
@@ -240,12 +241,15 @@ class FakeWorker:
         return [json.loads(body) for body in self.results.bodies()]
 
 
-def fake_worker(work_root: Path, executor: ScriptedExecutor | None = None, **flags: Any) -> FakeWorker:
+def fake_worker(
+    work_root: Path, executor: ScriptedExecutor | None = None, remote: bool = False, **flags: Any
+) -> FakeWorker:
     """A real Worker and JobRunner over in-memory queues and a scripted executor.
 
     Flags are WorkerConfig fields; the default is one pass (`once`) without long polls.
+    `remote` makes the job queue behave as SQS does for the worker (settled in a thread).
     """
-    queue, results = InMemoryQueue("memory://jobs"), InMemoryQueue("memory://results")
+    queue, results = InMemoryQueue("memory://jobs", remote), InMemoryQueue("memory://results")
     settings: dict[str, Any] = {
         "mode": "native",
         "base_command": ("true",),

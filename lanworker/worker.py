@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from lanworker.errors import ConfigError
 from lanworker.executors.base import Executor
 from lanworker.executors.native import NativeExecutor
 from lanworker.jobs import JobRunner
-from lanworker.leases import Heartbeats
+from lanworker.leases import Heartbeats, Lease
 from lanworker.metrics import Metrics
 from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
 from lanworker.polling import ReceiveLoop
@@ -32,6 +33,8 @@ from lanworker.stops import StopReason
 from lanworker.storage import Storage
 
 logger = logging.getLogger(__name__)
+
+PREFETCH_BELOW_S = 1.0  # jobs shorter than this on average get a message prefetched per slot
 
 
 class Worker:
@@ -66,6 +69,9 @@ class Worker:
         )
         self._lock_file: IO[str] | None = None
         self._settler: Settler | None = None  # while running
+        self._leases: dict[str, Lease] = {}  # by receipt handle, from receipt to the job's start
+        self._leases_lock = threading.Lock()
+        self._recent_job_s = math.inf  # a moving average of job durations; none yet
 
     # ----------------------------------------------------------------- lifecycle
     def request_shutdown(self) -> None:
@@ -78,7 +84,13 @@ class Worker:
         self.queue.check()
         self._claim_work_root()
         self._settler = Settler(
-            self.queue, self.reporter, self.events, self.heartbeats, self.metrics, self.config.concurrency
+            self.queue,
+            self.reporter,
+            self.events,
+            self.heartbeats,
+            self.metrics,
+            backlog=self.config.concurrency,
+            threaded=self.queue.remote,
         )
         try:
             self._loop()
@@ -136,6 +148,7 @@ class Worker:
     # ----------------------------------------------------------------- loop
     def _loop(self) -> None:
         config = self.config
+        assert self._settler is not None
 
         def alive() -> None:
             self.last_receive_at = time.monotonic()
@@ -150,13 +163,32 @@ class Worker:
             shutdown=self.shutdown,
             on_alive=alive,
             on_receive_error=self.metrics.receive_errors.inc,
+            on_received=self._lease,
+            prefetch=self._prefetch,
+            settling=self._settler.busy,
         ).run(config.grace_period_s, self.force, self.jobs_stop.set)
+
+    def _prefetch(self) -> int:
+        """One message per slot beyond the running ones while recent jobs are short, none
+        otherwise: a message waiting behind a long job could run on an idle worker."""
+        return self.config.concurrency if self._recent_job_s < PREFETCH_BELOW_S else 0
+
+    def _lease(self, message: ReceivedMessage) -> None:
+        """From the moment of receipt, so a prefetched message stays hidden while it waits."""
+        lease = self.heartbeats.lease(message)
+        with self._leases_lock:
+            self._leases[message.receipt_handle] = lease
 
     # ----------------------------------------------------------------- one message
     def _process(self, message: ReceivedMessage) -> None:
         assert self._settler is not None
-        lease = self.heartbeats.lease(message)
+        with self._leases_lock:
+            lease = self._leases.pop(message.receipt_handle)
+        if self.shutdown.is_set():  # it waited (prefetched) past a shutdown request: never start it
+            self._settler.settle(message, lease, Release())
+            return
         self.metrics.in_flight.inc()
+        started = time.monotonic()
         outcome: Outcome
         try:
             outcome = self.runner.run(message, lease.should_stop)
@@ -167,6 +199,10 @@ class Worker:
             outcome = Release(error="unexpected error in the worker", delay_s=TRANSIENT_BACKOFF_S)
         finally:
             self.metrics.in_flight.dec()
+            elapsed = time.monotonic() - started
+            self._recent_job_s = (
+                elapsed if self._recent_job_s == math.inf else 0.8 * self._recent_job_s + 0.2 * elapsed
+            )
         if lease.should_stop() is StopReason.LEASE_LOST:
             outcome = Abandon()
         self._settler.settle(message, lease, outcome)

@@ -31,6 +31,10 @@ class DeadLetterEntry:
 
 class Queue(Protocol):
     url: str
+    # Whether every operation is a network round trip (SQS). The worker then settles jobs
+    # in a thread of their own, deleting in batches; an embedded queue's delete costs less
+    # than handing it to another thread.
+    remote: bool
 
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int

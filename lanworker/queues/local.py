@@ -78,6 +78,8 @@ def parse_local_url(url: str) -> tuple[Path, str]:
 
 
 class LocalQueue:
+    remote = False
+
     def __init__(self, url: str, max_receives: int = 5) -> None:
         self.path, self.name = parse_local_url(url)
         self.url = f"local:{self.path}#{self.name}"

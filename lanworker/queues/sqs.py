@@ -62,6 +62,8 @@ def _attributes(raw: dict[str, Any]) -> dict[str, str]:
 
 
 class SqsQueue:
+    remote = True
+
     def __init__(self, url: str, dead_letter_url: str | None = None, client: Any = None) -> None:
         self.url = url
         self.dead_letter_url = dead_letter_url

@@ -25,8 +25,20 @@ def message(**extra: Any) -> str:
     return json.dumps(document)
 
 
+@pytest.fixture(autouse=True, params=[False, True], ids=["embedded-settling", "settler-thread"])
+def remote(request: pytest.FixtureRequest) -> bool:
+    """Every decision holds whether the job's thread settles it (embedded queue) or the
+    settler thread does, in batches (SQS)."""
+    global REMOTE
+    REMOTE = request.param
+    return REMOTE
+
+
+REMOTE = False
+
+
 def run_one(work_root: Path, body: str, executor: ScriptedExecutor | None = None, **flags: Any):
-    fake = fake_worker(work_root, executor, **flags)
+    fake = fake_worker(work_root, executor, remote=REMOTE, **flags)
     message_id = fake.queue.send(body)
     fake.run()
     return fake, message_id
@@ -133,7 +145,9 @@ def test_shutdown_with_free_slots_in_once_mode_releases_the_running_job(work_roo
         started.set()
         return wait_for_stop(request, limit_s=30)
 
-    fake = fake_worker(work_root, ScriptedExecutor(script=long_command), concurrency=2, grace_period_s=0.2)
+    fake = fake_worker(
+        work_root, ScriptedExecutor(script=long_command), remote=REMOTE, concurrency=2, grace_period_s=0.2
+    )
     message_id = fake.queue.send(message())
     runner = threading.Thread(target=fake.run)
     runner.start()
@@ -153,7 +167,7 @@ def test_a_lost_lease_leaves_the_message_alone(work_root: Path) -> None:
         stored.receipt = "someone-else"  # another worker received it
         return wait_for_stop(request, limit_s=10)
 
-    fake = fake_worker(work_root, ScriptedExecutor(script=steal), heartbeat_interval_s=0.05)
+    fake = fake_worker(work_root, ScriptedExecutor(script=steal), remote=REMOTE, heartbeat_interval_s=0.05)
     message_id = fake.queue.send(message())
     fake.run()
     assert fake.queue.ops(message_id) == ["send", "receive"]
@@ -161,7 +175,7 @@ def test_a_lost_lease_leaves_the_message_alone(work_root: Path) -> None:
 
 
 def test_a_result_that_cannot_be_delivered_releases_the_message(work_root: Path) -> None:
-    fake = fake_worker(work_root)
+    fake = fake_worker(work_root, remote=REMOTE)
     message_id = fake.queue.send(message())
 
     def broken_send(*args: object, **kwargs: object) -> str:
@@ -178,3 +192,43 @@ def test_stop_reasons_that_fail_a_job() -> None:
         StopReason.MAX_RUNTIME,
         StopReason.DISK_LIMIT,
     }
+
+
+def test_a_prefetched_message_waiting_at_shutdown_is_released_never_run(work_root: Path) -> None:
+    """Short jobs get a message prefetched per slot; one still waiting when shutdown is
+    requested goes back to the queue without running."""
+    second_started, let_go = threading.Event(), threading.Event()
+
+    def script(request: ExecutionRequest) -> ExecutionResult:
+        if len(fake.executor.requests) == 2:
+            second_started.set()
+            let_go.wait(10)
+        return ExecutionResult(exit_code=0)
+
+    fake = fake_worker(work_root, ScriptedExecutor(script=script), remote=REMOTE, once=False, concurrency=1)
+    ids = [fake.queue.send(message(id=f"job-{n}")) for n in range(4)]
+    runner = threading.Thread(target=fake.run)
+    runner.start()
+    assert second_started.wait(10)
+    waiting = [i for i in ids[2:] if fake.queue.ops(i)[-1:] == ["receive"]]
+    deadline = time.monotonic() + 5
+    while not waiting and time.monotonic() < deadline:  # the loop tops up its prefetch
+        time.sleep(0.01)
+        waiting = [i for i in ids[2:] if fake.queue.ops(i)[-1:] == ["receive"]]
+    assert waiting, "a short job's slot holds one prefetched message"
+    fake.worker.request_shutdown()
+    let_go.set()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert len(fake.executor.requests) == 2
+    assert [fake.queue.ops(i)[-1] for i in ids[:2]] == ["delete", "delete"]
+    assert all(fake.queue.ops(i)[-1] == "release" for i in waiting)
+    assert sorted(r["job_id"] for r in fake.result_documents()) == ["job-0", "job-1"]
+
+
+def test_many_jobs_are_each_reported_then_deleted_once(work_root: Path) -> None:
+    fake = fake_worker(work_root, remote=REMOTE, concurrency=4)
+    ids = [fake.queue.send(message(id=f"job-{n}")) for n in range(40)]
+    fake.run()
+    assert all(fake.queue.ops(i) == ["send", "receive", "delete"] for i in ids)
+    assert sorted(r["job_id"] for r in fake.result_documents()) == sorted(f"job-{n}" for n in range(40))
