@@ -39,7 +39,6 @@ from lanworker.metrics import HealthServer, receive_loop_health
 from lanworker.queues import LocalQueue, Queue, open_queue
 from lanworker.signals import SignalFlag
 from lanworker.storage import Storage
-from lanworker.translator import run_translate
 from lanworker.worker import build_worker
 
 logger = logging.getLogger(__name__)
@@ -392,6 +391,12 @@ def run_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_translate(args: argparse.Namespace) -> int:
+    from lanworker.translator import run_translate  # rules, YAML: only for this subcommand
+
+    return run_translate(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -402,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": run_validate,
         "dead-letters": run_dead_letters,
         "cancel": run_cancel,
-        "translate": run_translate,
+        "translate": _run_translate,
         "serve": run_serve,
         "jobs": run_jobs,
     }

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import fastjsonschema
-import jsonschema
 
 from lanworker.errors import InvalidMessage
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, ValidationError
 
 MAX_MESSAGE_BYTES = 256 * 1024  # the SQS limit; the local queue enforces it too
 MAX_NESTING = 32  # no message needs more; deeper documents are refused before the schema runs
@@ -32,7 +34,11 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def validator(name: str) -> jsonschema.Draft202012Validator:
+def validator(name: str) -> Draft202012Validator:
+    """jsonschema, imported when first needed: it explains refusals (and checks the
+    rules and services files), so a worker fed valid messages never loads it."""
+    import jsonschema
+
     return jsonschema.Draft202012Validator(load_schema(name))
 
 
@@ -45,7 +51,7 @@ def fast_check(name: str) -> Callable[[Any], Any]:
     return fastjsonschema.compile(load_schema(name), use_default=False, use_formats=False)
 
 
-def json_path(error: jsonschema.ValidationError) -> str:
+def json_path(error: ValidationError) -> str:
     path = "$"
     for part in error.absolute_path:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"

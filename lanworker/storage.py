@@ -8,6 +8,7 @@ must stop (timeout, shutdown, cancel), so no phase outlives its job.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
@@ -25,10 +26,11 @@ from urllib.parse import quote, unquote, urlsplit
 import boto3
 import botocore.config
 import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
+import botocore.session
 
 from lanworker.errors import InvalidMessage, JobFailed, LanworkerError
 from lanworker.messages import uri_scheme
+from lanworker.presigned import Presigned
 from lanworker.ranged import RangedDownload
 from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
 from lanworker.webfetch import AddressRefused, make_session, open_http
@@ -188,28 +190,45 @@ class Storage:
         self.backoff = Backoff(budget_s=retry_budget_s)
         self._lock = threading.Lock()
         self._client: Any = None
-        self._transfer_config = TransferConfig(
-            multipart_threshold=multipart_threshold_mb * 1024 * 1024,
-            multipart_chunksize=multipart_threshold_mb * 1024 * 1024,
-            max_concurrency=transfer_concurrency,
-        )
+        self._presigned: Presigned | None = None
         self._pool_size = max(10, transfer_concurrency * 4)
         self._threshold = multipart_threshold_mb * 1024 * 1024
         self._concurrency = transfer_concurrency
         self._http = make_session(allow_private_http)
+
+    def _presigned_client(self) -> Presigned:
+        client = self.s3
+        with self._lock:
+            if self._presigned is None:
+                self._presigned = Presigned(client, self._pool_size)
+            return self._presigned
+
+    def _multipart_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig  # s3transfer: only for large uploads
+
+        return TransferConfig(
+            multipart_threshold=self._threshold,
+            multipart_chunksize=self._threshold,
+            max_concurrency=self._concurrency,
+        )
 
     @property
     def s3(self) -> Any:
         # Lazy so that a worker with only file:// jobs never needs AWS configuration.
         with self._lock:
             if self._client is None:
-                self._client = boto3.session.Session().client(
+                core = botocore.session.get_session()
+                # Timestamps stay strings: the worker reads none, and dateutil's parser
+                # cost more CPU per listed object than the rest of the listing.
+                core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+                self._client = boto3.session.Session(botocore_session=core).client(
                     "s3",
                     config=botocore.config.Config(
                         retries={"mode": "standard", "max_attempts": 3},
                         connect_timeout=5,
                         read_timeout=60,
                         max_pool_connections=self._pool_size,
+                        signature_version="s3v4",  # presigned URLs too (presigned.py)
                     ),
                 )
             return self._client
@@ -327,7 +346,7 @@ class Storage:
             # upload never leaves a partial object at the final key.
             source.seek(0)
             reader = HashingReader(source, _Progress("upload", uri), checkpoint)
-            self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._transfer_config)
+            self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._multipart_config())
         except Exception as exc:
             raise self._translate(exc, "upload", uri) from exc
         return reader.record(uri)
@@ -339,7 +358,8 @@ class Storage:
             source.seek(0)
             reader = HashingReader(source, None, checkpoint)
             body = reader.read()
-            self.s3.put_object(Bucket=location.bucket, Key=location.key, Body=body)
+            md5 = base64.b64encode(reader.md5.digest()).decode("ascii")
+            self._presigned_client().put(location.bucket, location.key, body, md5)
         except Exception as exc:
             raise self._translate(exc, "upload", uri) from exc
         return reader.record(uri)
@@ -368,9 +388,7 @@ class Storage:
         try:
             if scheme == "s3":
                 location = S3Location.parse(uri)
-                response = self.s3.get_object(Bucket=location.bucket, Key=location.key)
-                body: BinaryIO = response["Body"]
-                return body
+                return self._presigned_client().open(location.bucket, location.key)
             if scheme in ("http", "https"):
                 return open_http(self._http, uri)
             return local_path(uri).open("rb")

@@ -72,3 +72,22 @@ def test_parts_are_sized_by_the_object() -> None:
     parts = plan_parts(1024**3 + 1, 8)
     assert parts[0][0] == 0 and parts[-1][1] == 1024**3 + 1
     assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+
+
+def test_small_transfers_map_errors_as_botocore_calls_do(s3: Any, bucket_factory, tmp_path: Path) -> None:
+    """Small objects go through presigned URLs (presigned.py); their failures must read the
+    same as before: a missing key is missing-object, a missing bucket too."""
+    bucket = bucket_factory()
+    storage = Storage(retry_budget_s=1)
+    with pytest.raises(JobFailed, match="NoSuchKey") as missing:
+        storage.download(f"s3://{bucket}/absent.txt", tmp_path / "a", size=10)
+    assert missing.value.reason == "missing-object"
+    with pytest.raises(JobFailed) as no_bucket:
+        storage.download("s3://no-such-bucket-here/x.txt", tmp_path / "b", size=10)
+    assert no_bucket.value.reason == "missing-object"
+    source = tmp_path / "up.txt"
+    source.write_bytes(b"x" * 1000)
+    with source.open("rb") as handle:
+        record = storage.upload(handle, f"s3://{bucket}/up.txt")
+    head = s3.head_object(Bucket=bucket, Key="up.txt")
+    assert head["ETag"].strip('"') == record.md5 == hashlib.md5(b"x" * 1000).hexdigest()
