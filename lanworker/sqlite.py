@@ -12,29 +12,49 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
+LOCK_WAIT_S = 30.0  # the longest a writer waits for another process's transaction
+BUSY_STEP_MS = 5  # sqlite's own wait per attempt; its sleeps start at 1 ms each attempt
+
 
 def connect(path: Path, schema: str, check_same_thread: bool = True) -> sqlite3.Connection:
     """An autocommit connection (transactions are explicit), with the schema created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(
-        path, timeout=30.0, isolation_level=None, check_same_thread=check_same_thread
+        path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=check_same_thread
     )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.executescript(schema)
+    # From here on writers wait in short steps (begin_immediate): sqlite's own busy handler
+    # backs off to 100 ms sleeps, which left processes sharing a file asleep long after the
+    # lock they wanted was free.
+    connection.execute(f"PRAGMA busy_timeout={BUSY_STEP_MS}")
     return connection
+
+
+def begin_immediate(connection: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, tried again every BUSY_STEP_MS or so for up to LOCK_WAIT_S."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
 
 
 @contextmanager
 def immediate(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction, taken at once (no upgrade deadlock), rolled back on any error."""
-    connection.execute("BEGIN IMMEDIATE")
+    begin_immediate(connection)
     try:
         yield connection
     except BaseException:
@@ -65,7 +85,8 @@ class SharedConnection:
             if shared is None:
                 connection = connect(path, schema, check_same_thread=False)
                 if prepare is not None:
-                    prepare(connection)
+                    with immediate(connection):
+                        prepare(connection)
                 shared = cls._open[key] = cls(connection)
             return shared
 

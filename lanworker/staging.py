@@ -222,27 +222,22 @@ def stage_inputs(
         )
 
     sizes: dict[str, int | None] = {}
-    with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
-        for (prefix, required), found in zip(
-            prefix_listings,
-            pool.map(in_context(lambda item: storage.list_objects(item[0])), prefix_listings),
-            strict=True,
-        ):
-            if not found:
-                if required:
-                    raise JobFailed(f"input directory {prefix} matched no objects", reason="missing-object")
-                logger.warning("input prefix %s matched no objects", prefix, extra={"action": "staging"})
-            for item in found:
-                downloads.setdefault(
-                    item.uri, workspace.input_path(item.uri, f"object {item.uri} under {prefix}")
-                )
-                sizes[item.uri] = item.size
-        records = list(
-            pool.map(
-                in_context(lambda item: storage.download(item[0], item[1], checkpoint, sizes.get(item[0]))),
-                downloads.items(),
+    listings = parallel(lambda item: storage.list_objects(item[0]), prefix_listings, transfer_concurrency)
+    for (prefix, required), found in zip(prefix_listings, listings, strict=True):
+        if not found:
+            if required:
+                raise JobFailed(f"input directory {prefix} matched no objects", reason="missing-object")
+            logger.warning("input prefix %s matched no objects", prefix, extra={"action": "staging"})
+        for item in found:
+            downloads.setdefault(
+                item.uri, workspace.input_path(item.uri, f"object {item.uri} under {prefix}")
             )
-        )
+            sizes[item.uri] = item.size
+    records = parallel(
+        lambda item: storage.download(item[0], item[1], checkpoint, sizes.get(item[0])),
+        list(downloads.items()),
+        transfer_concurrency,
+    )
 
     return StagedJob(argv=argv, uploads=uploads, output_prefixes=output_prefixes, downloads=records)
 
@@ -306,5 +301,15 @@ def upload_outputs(
         with open_beneath(root, relative, f"output {relative}") as source:
             return storage.upload(source, uri, checkpoint)
 
-    with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="upload") as pool:
-        return list(pool.map(in_context(upload), files))
+    return parallel(upload, files, transfer_concurrency)
+
+
+def parallel(function: Callable[[T], R], items: list[T], concurrency: int) -> list[R]:
+    """function over items on up to `concurrency` threads, in the caller's context, results
+    in order; no threads at all for one item or none (most jobs)."""
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(concurrency, len(items))), thread_name_prefix="transfer"
+    ) as pool:
+        return list(pool.map(in_context(function), items))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -26,7 +25,7 @@ from typing import BinaryIO
 from lanworker.errors import JobFailed
 from lanworker.messages import CommandMessage, TaskOutput
 from lanworker.safefs import create_beneath, list_tree, open_beneath
-from lanworker.staging import Workspace, in_context, safe_relative
+from lanworker.staging import Workspace, parallel, safe_relative
 from lanworker.storage import Checkpoint, Storage, TransferRecord, child_uri
 
 
@@ -149,10 +148,9 @@ def stage_task_inputs(
         else:
             assert item.url is not None
             downloads.append((item.url, host, None))
-    with ThreadPoolExecutor(max_workers=max(1, transfer_concurrency), thread_name_prefix="stage") as pool:
-        return list(
-            pool.map(in_context(lambda job: storage.download(job[0], job[1], checkpoint, job[2])), downloads)
-        )
+    return parallel(
+        lambda job: storage.download(job[0], job[1], checkpoint, job[2]), downloads, transfer_concurrency
+    )
 
 
 def collect_task_outputs(
