@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
+import botocore.session
 
 from lanworker.errors import TransientError
 from lanworker.queues import QueueCache
@@ -140,7 +140,7 @@ class EventPublisher:
         assert self.target is not None
         if self.target.startswith("arn:aws:sns:"):
             if self._sns is None:
-                self._sns = boto3.session.Session().client("sns")
+                self._sns = botocore.session.get_session().create_client("sns")
             try:
                 self._sns.publish(TopicArn=self.target, Message=body)
             except Exception as exc:

@@ -1,4 +1,4 @@
-"""Object storage behind one small API: s3:// through boto3, file:// and paths, http(s):// read-only.
+"""Object storage behind one small API: s3:// through botocore, file:// and paths, http(s):// read-only.
 
 Every transfer computes sha256 and md5 of the bytes as they pass, because an S3 ETag is
 not an MD5 for multipart objects and a second read of a large file is wasted I/O. Every
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.session
@@ -203,14 +202,16 @@ class Storage:
                 self._presigned = Presigned(client, self._pool_size)
             return self._presigned
 
-    def _multipart_config(self) -> Any:
-        from boto3.s3.transfer import TransferConfig  # s3transfer: only for large uploads
+    def _multipart_upload(self, reader: HashingReader, location: S3Location) -> None:
+        from s3transfer.manager import TransferConfig, TransferManager  # only for large uploads
 
-        return TransferConfig(
+        config = TransferConfig(
             multipart_threshold=self._threshold,
             multipart_chunksize=self._threshold,
-            max_concurrency=self._concurrency,
+            max_request_concurrency=self._concurrency,
         )
+        with TransferManager(self.s3, config) as manager:
+            manager.upload(reader, location.bucket, location.key).result()
 
     @property
     def s3(self) -> Any:
@@ -221,7 +222,8 @@ class Storage:
                 # Timestamps stay strings: the worker reads none, and dateutil's parser
                 # cost more CPU per listed object than the rest of the listing.
                 core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-                self._client = boto3.session.Session(botocore_session=core).client(
+                # botocore itself: boto3 would import s3transfer at start-up (0.1 s).
+                self._client = core.create_client(
                     "s3",
                     config=botocore.config.Config(
                         retries={"mode": "standard", "max_attempts": 3},
@@ -346,7 +348,7 @@ class Storage:
             # upload never leaves a partial object at the final key.
             source.seek(0)
             reader = HashingReader(source, _Progress("upload", uri), checkpoint)
-            self.s3.upload_fileobj(reader, location.bucket, location.key, Config=self._multipart_config())
+            self._multipart_upload(reader, location)
         except Exception as exc:
             raise self._translate(exc, "upload", uri) from exc
         return reader.record(uri)

@@ -1,4 +1,4 @@
-"""AWS SQS through boto3 (any endpoint boto3 is configured for, e.g. AWS_ENDPOINT_URL)."""
+"""AWS SQS through botocore (any endpoint it is configured for, e.g. AWS_ENDPOINT_URL)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import boto3
 import botocore.config
+import botocore.session
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
@@ -45,7 +45,7 @@ def _translate(exc: Exception, action: str, url: str) -> Exception:
 
 
 def make_sqs_client() -> Any:
-    return boto3.session.Session().client(
+    return botocore.session.get_session().create_client(
         "sqs",
         config=botocore.config.Config(
             retries={"mode": "standard", "max_attempts": 3},
