@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 
+from benchmarks import byte_compile_lanworker
 from lanworker.queues import LocalQueue
 from tests.helpers.moto import MotoServer, apply_environment, free_port
 
@@ -90,6 +91,7 @@ def fresh_dir(work: Path) -> Path:
 
 
 def main() -> int:
+    byte_compile_lanworker()
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=int, default=1000)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 
+from benchmarks import byte_compile_lanworker
 from lanworker.config import build_config
 from lanworker.queues import LocalQueue
 from lanworker.worker import build_worker
@@ -189,6 +190,7 @@ def local_round(jobs: int, tag: str, scratch: str) -> dict[str, float]:
 
 
 def main() -> int:
+    byte_compile_lanworker()
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--shared-jobs", type=int, default=3000)
