@@ -80,8 +80,6 @@ class Heartbeats:
     def lease(self, message: ReceivedMessage) -> Lease:
         lease = Lease(message, self.visibility_timeout_s, self.interval_s, self.shutdown)
         with self._changed:
-            if self._closed:
-                raise RuntimeError("heartbeats are closed")
             self._leases.add(lease)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
@@ -97,12 +95,16 @@ class Heartbeats:
             self._leases.discard(lease)
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (a worker's run is over); a later lease starts it again."""
         with self._changed:
             self._closed = True
             self._changed.notify()
             thread = self._thread
         if thread is not None:
             thread.join(timeout=timeout_s)
+        with self._changed:
+            self._thread = None
+            self._closed = False
 
     # ----------------------------------------------------------------- the thread
     def _run(self) -> None:

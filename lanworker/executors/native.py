@@ -110,8 +110,8 @@ class NativeExecutor:
             base_command = (program, *base_command[1:])
         self.base_command = base_command
         self.program = program  # found once: no PATH search (and failed execs) per job
-        # The worker's environment as bytes, taken once: copying and re-encoding os.environ
-        # for every job cost more CPU than the rest of a trivial job together.
+        # The worker's environment as bytes, taken once, instead of decoding os.environ
+        # and encoding it back for every job.
         self.environment = dict(os.environb)
         self.work_root = work_root
         self.term_grace_s = term_grace_s

@@ -232,3 +232,12 @@ def test_many_jobs_are_each_reported_then_deleted_once(work_root: Path) -> None:
     fake.run()
     assert all(fake.queue.ops(i) == ["send", "receive", "delete"] for i in ids)
     assert sorted(r["job_id"] for r in fake.result_documents()) == sorted(f"job-{n}" for n in range(40))
+
+
+def test_a_worker_can_run_again_after_a_run_ends(work_root: Path) -> None:
+    fake = fake_worker(work_root, remote=REMOTE)
+    first = fake.queue.send(message(id="first"))
+    fake.run()
+    second = fake.queue.send(message(id="second"))
+    fake.run()
+    assert fake.queue.ops(first)[-1] == fake.queue.ops(second)[-1] == "delete"
