@@ -136,16 +136,19 @@ class SqsQueue:
         self._call("delete", "delete_message", ReceiptHandle=message.receipt_handle)
 
     def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
-        """Ten per call; an entry the batch could not delete is retried on its own."""
+        """Ten per call. An entry a successful call could not delete is retried on its own;
+        when the call itself failed (after its retries) every entry carries that error:
+        retrying each alone through an outage would hold settling for minutes."""
         errors: list[Exception | None] = []
         for start in range(0, len(messages), MAX_BATCH):
             chunk = messages[start : start + MAX_BATCH]
             entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)]
             try:
                 response = self._call("delete", "delete_message_batch", Entries=entries)
-                failed = {entry["Id"] for entry in response.get("Failed", [])}
-            except Exception:
-                failed = {entry["Id"] for entry in entries}
+            except Exception as exc:
+                errors += [exc for _ in chunk]
+                continue
+            failed = {entry["Id"] for entry in response.get("Failed", [])}
             for index, message in enumerate(chunk):
                 errors.append(self._delete_alone(message) if str(index) in failed else None)
         return errors
