@@ -249,6 +249,11 @@ def remove_tree(path: Path) -> bool:
         return False
     if not stat.S_ISDIR(info.st_mode):
         return _quietly(lambda: os.unlink(path), path)
+    try:
+        os.rmdir(path)  # an empty directory (most job dirs of jobs without files): one call
+        return True
+    except OSError:
+        pass  # not empty, or not ours to remove this way: walk it
     pending = [path]
     complete = True
     while pending:

@@ -157,10 +157,7 @@ class Workspace:
         return PurePosixPath(path.relative_to(self.root).as_posix())
 
     def remove(self) -> None:
-        try:
-            os.rmdir(self.root)  # most jobs without files leave an empty dir: one call
-        except OSError:
-            remove_tree(self.root)
+        remove_tree(self.root)
 
 
 def _argument_label(index: int, name: str | None, uri: str) -> str:
