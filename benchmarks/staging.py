@@ -123,22 +123,14 @@ def main() -> int:
         (work / "big.bin").unlink(missing_ok=True)
         endpoint = ["--endpoint-url", server.endpoint]
         boto_script = ROOT / "benchmarks" / "boto3_get.py"
+
+        def aws_cp(*arguments: str) -> tuple[float, int]:
+            return timed([aws, *endpoint, "s3", "cp", "--quiet", *arguments], env)
+
         cases: dict[str, dict[str, Run]] = {
             f"prefix download {args.files} x 64 KiB": {
                 "lanworker": lanworker_job(work, {"command": {"input": ["s3://bench/prefix/"]}}, ["true"]),
-                "aws s3 cp": lambda: timed(
-                    [
-                        aws,
-                        *endpoint,
-                        "s3",
-                        "cp",
-                        "--recursive",
-                        "--quiet",
-                        "s3://bench/prefix/",
-                        str(fresh_dir(work)),
-                    ],
-                    env,
-                ),
+                "aws s3 cp": lambda: aws_cp("--recursive", "s3://bench/prefix/", str(fresh_dir(work))),
                 "s5cmd cp": lambda: timed(
                     [s5cmd, *endpoint, "cp", "s3://bench/prefix/*", str(fresh_dir(work)) + "/"], env
                 ),
@@ -156,19 +148,7 @@ def main() -> int:
                         f"{local_files}/.",
                     ],
                 ),
-                "aws s3 cp": lambda: timed(
-                    [
-                        aws,
-                        *endpoint,
-                        "s3",
-                        "cp",
-                        "--recursive",
-                        "--quiet",
-                        str(local_files),
-                        "s3://bench/up-aws/",
-                    ],
-                    env,
-                ),
+                "aws s3 cp": lambda: aws_cp("--recursive", str(local_files), "s3://bench/up-aws/"),
                 "s5cmd cp": lambda: timed(
                     [s5cmd, *endpoint, "cp", f"{local_files}/", "s3://bench/up-s5/"], env
                 ),
@@ -180,9 +160,7 @@ def main() -> int:
                 "lanworker": lanworker_job(
                     work, {"command": {"arguments": [{"type": "input", "value": key}]}}, ["true"]
                 ),
-                "aws s3 cp": lambda key=key: timed(
-                    [aws, *endpoint, "s3", "cp", "--quiet", key, str(fresh_dir(work) / "o")], env
-                ),
+                "aws s3 cp": lambda key=key: aws_cp(key, str(fresh_dir(work) / "o")),
                 "s5cmd cp": lambda key=key: timed(
                     [s5cmd, *endpoint, "cp", key, str(fresh_dir(work) / "o")], env
                 ),
