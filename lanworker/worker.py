@@ -11,8 +11,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
+import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -107,13 +109,7 @@ class Worker:
         """
         root = self.config.work_root
         root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (root / f"{self.config.worker_id}.lock").open("w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another worker with id {self.config.worker_id!r} is running on {root}"
-            ) from None
+        self._lock_file = lock_worker_id(root, self.config.worker_id)
         dead: dict[str, IO[str]] = {}
         for lock_path in sorted(root.glob("*.lock")):
             worker_id = lock_path.stem
@@ -141,7 +137,7 @@ class Worker:
         if self._lock_file is not None:
             if not self.config.keep_workdir:
                 remove_tree(self.config.work_root / self.config.worker_id)
-            Path(self._lock_file.name).unlink(missing_ok=True)
+            (self.config.work_root / f"{self.config.worker_id}.lock").unlink(missing_ok=True)
             self._lock_file.close()
             self._lock_file = None
 
@@ -206,6 +202,44 @@ class Worker:
         if lease.should_stop() is StopReason.LEASE_LOST:
             outcome = Abandon()
         self._settler.settle(message, lease, outcome)
+
+
+def lock_worker_id(root: Path, worker_id: str) -> IO[str]:
+    """The open, flocked ROOT/ID.lock; ConfigError if a live worker holds it.
+
+    A new lock file only ever appears already locked (made under a temporary name, locked,
+    then linked into place), so a worker probing for dead ones never takes a starting
+    worker's file for a dead worker's and locks it out.
+    """
+    path = root / f"{worker_id}.lock"
+    while True:
+        try:
+            handle = path.open("r+")  # left by a dead worker, or held by a live one
+        except FileNotFoundError:
+            created = _create_locked(path)
+            if created is None:
+                continue  # someone else created it meanwhile: look again
+            return created
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(f"another worker with id {worker_id!r} is running on {root}") from None
+
+
+def _create_locked(path: Path) -> IO[str] | None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    handle = temporary.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.link(temporary, path)
+        return handle
+    except FileExistsError:
+        handle.close()
+        return None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------- assembly
