@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 from lanworker.errors import CannotStart, ConfigError, InvalidMessage
@@ -145,30 +146,38 @@ class NativeExecutor:
     def run(self, request: ExecutionRequest) -> ExecutionResult:
         argv = [*self.base_command, *request.argv]
         env = {**self.environment, **{os.fsencode(k): os.fsencode(v) for k, v in request.env.items()}}
+        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
+        stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC) if request.stdin is not None else (_devnull(), -1)
         try:
+            # Plain descriptors, not subprocess.PIPE: no file objects (and no /dev/null
+            # opened) per job; the parent keeps only the read ends.
             process = subprocess.Popen(
                 argv,
                 executable=self.program,
                 cwd=request.workspace.root,
                 env=env,
-                stdin=subprocess.PIPE if request.stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=stdin_read,
+                stdout=stdout_write,
+                stderr=stderr_write,
                 start_new_session=True,  # its own process group, so a kill reaches grandchildren
             )
         except OSError as exc:
+            for fd in (stdout_read, stderr_read, stdin_write):
+                if fd >= 0:
+                    os.close(fd)
             raise CannotStart(f"command {argv[0]!r} could not start: {exc}") from exc
-
-        assert process.stdout is not None and process.stderr is not None
-        feeder = None
-        if process.stdin is not None:
-            stdin = process.stdin
-            feeder = feed_stdin(request.stdin, stdin.write, stdin.close)
-        try:
-            stop_reason = _Supervisor(process, request, self.term_grace_s).run()
         finally:
-            process.stdout.close()
-            process.stderr.close()
+            os.close(stdout_write)
+            os.close(stderr_write)
+            if request.stdin is not None:
+                os.close(stdin_read)
+
+        feeder = None
+        if request.stdin is not None:
+            stdin = open(stdin_write, "wb")  # noqa: SIM115 - the feeder thread closes it
+            feeder = feed_stdin(request.stdin, stdin.write, stdin.close)
+        stop_reason = _Supervisor(process, request, self.term_grace_s, stdout_read, stderr_read).run()
         if feeder is not None:
             feeder.join(timeout=self.term_grace_s)
         return ExecutionResult(
@@ -176,6 +185,12 @@ class NativeExecutor:
             stop_reason=stop_reason,
             details={"pid": process.pid, "argv0": argv[0]},
         )
+
+
+@cache
+def _devnull() -> int:
+    """One read-only /dev/null for the stdin of every job that has none."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 class _Supervisor:
@@ -190,8 +205,16 @@ class _Supervisor:
     the group is killed and the leader reaped before `run` returns.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], request: ExecutionRequest, grace_s: float) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        request: ExecutionRequest,
+        grace_s: float,
+        stdout_fd: int,
+        stderr_fd: int,
+    ) -> None:
         self.process = process
+        self.pipes = {stdout_fd: request.stdout, stderr_fd: request.stderr}  # closed by run()
         self.request = request
         self.grace_s = grace_s
         self.selector = selectors.DefaultSelector()
@@ -201,14 +224,10 @@ class _Supervisor:
         self.kill_at: float | None = None  # when SIGKILL follows the SIGTERM of a stop
 
     def run(self) -> StopReason | None:
-        assert self.process.stdout is not None and self.process.stderr is not None
         try:
-            for pipe, sink in (
-                (self.process.stdout, self.request.stdout),
-                (self.process.stderr, self.request.stderr),
-            ):
-                self.selector.register(pipe.fileno(), selectors.EVENT_READ)
-                self.sinks[pipe.fileno()] = sink
+            for fd, sink in self.pipes.items():
+                self.selector.register(fd, selectors.EVENT_READ)
+                self.sinks[fd] = sink
             with contextlib.suppress(AttributeError, OSError):  # without pidfds the exit is polled
                 self.pidfd = os.pidfd_open(self.process.pid)
                 self.selector.register(self.pidfd, selectors.EVENT_READ)
@@ -222,6 +241,8 @@ class _Supervisor:
             self.selector.close()
             if self.pidfd is not None:
                 os.close(self.pidfd)
+            for fd in self.pipes:
+                os.close(fd)
             for sink in self.sinks.values():
                 sink.close()
         return self.stop_reason
