@@ -29,9 +29,9 @@ import botocore.session
 
 from lanworker.errors import InvalidMessage, JobFailed, LanworkerError
 from lanworker.messages import uri_scheme
-from lanworker.presigned import Presigned
 from lanworker.ranged import RangedDownload
 from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
+from lanworker.s3direct import DirectS3
 from lanworker.webfetch import AddressRefused, make_session, open_http
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,16 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 1024 * 1024
 PROGRESS_INTERVAL_S = 10.0
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
-DENIED_CODES = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId"})
+DENIED_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+    }
+)
 
 # Called once per chunk of a transfer; raises Interrupted when the job must stop.
 Checkpoint = Callable[[], None]
@@ -189,18 +198,19 @@ class Storage:
         self.backoff = Backoff(budget_s=retry_budget_s)
         self._lock = threading.Lock()
         self._client: Any = None
-        self._presigned: Presigned | None = None
+        self._credentials: Any = None
+        self._direct: DirectS3 | None = None
         self._pool_size = max(10, transfer_concurrency * 4)
         self._threshold = multipart_threshold_mb * 1024 * 1024
         self._concurrency = transfer_concurrency
         self._http = make_session(allow_private_http)
 
-    def _presigned_client(self) -> Presigned:
+    def _direct_client(self) -> DirectS3:
         client = self.s3
         with self._lock:
-            if self._presigned is None:
-                self._presigned = Presigned(client, self._pool_size)
-            return self._presigned
+            if self._direct is None:
+                self._direct = DirectS3(client, self._credentials, self._pool_size)
+            return self._direct
 
     def _multipart_upload(self, reader: HashingReader, location: S3Location) -> None:
         from s3transfer.manager import TransferConfig, TransferManager  # only for large uploads
@@ -230,9 +240,12 @@ class Storage:
                         connect_timeout=5,
                         read_timeout=60,
                         max_pool_connections=self._pool_size,
-                        signature_version="s3v4",  # presigned URLs too (presigned.py)
+                        signature_version="s3v4",  # as s3direct.py signs
                     ),
                 )
+                # The same object the client signs with (the session caches it), so a
+                # refresh reaches both.
+                self._credentials = core.get_credentials()
             return self._client
 
     # ----------------------------------------------------------------- listing
@@ -361,7 +374,7 @@ class Storage:
             reader = HashingReader(source, None, checkpoint)
             body = reader.read()
             md5 = base64.b64encode(reader.md5.digest()).decode("ascii")
-            self._presigned_client().put(location.bucket, location.key, body, md5)
+            self._direct_client().put(location.bucket, location.key, body, md5)
         except Exception as exc:
             raise self._translate(exc, "upload", uri) from exc
         return reader.record(uri)
@@ -390,7 +403,7 @@ class Storage:
         try:
             if scheme == "s3":
                 location = S3Location.parse(uri)
-                return self._presigned_client().open(location.bucket, location.key)
+                return self._direct_client().open(location.bucket, location.key)
             if scheme in ("http", "https"):
                 return open_http(self._http, uri)
             return local_path(uri).open("rb")
