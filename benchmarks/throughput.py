@@ -134,12 +134,13 @@ def naive_local_loop(queue: LocalQueue, count: int) -> float:
     return time.perf_counter() - started
 
 
-def lanworker_run(url: str, concurrency: int, work_root: Path) -> float:
+def lanworker_run(url: str, concurrency: int, work_root: Path, results_url: str | None = None) -> float:
     config = build_config(
         {
             "mode": "native",
             "base_command": ("true",),
             "queue_url": url,
+            "results_url": results_url,
             "once": True,
             "wait_time_s": 0,  # everything is queued already: no long poll before exiting
             "concurrency": concurrency,
@@ -170,6 +171,11 @@ def sqs_round(sqs: object, jobs: int, tag: str, scratch: str) -> dict[str, float
         times[f"lanworker --concurrency {concurrency}"] = lanworker_run(
             url, concurrency, Path(scratch) / f"work-{concurrency}-{tag}"
         )
+    # Results delivered too (the loops above deliver none): one SendMessageBatch per batch.
+    results: str = sqs.create_queue(QueueName=f"bench-results-{tag}")["QueueUrl"]  # type: ignore[attr-defined]
+    times["lanworker --concurrency 8 --results"] = lanworker_run(
+        queue("lanworker-results"), 8, Path(scratch) / f"work-results-{tag}", results
+    )
     return times
 
 

@@ -5,18 +5,35 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.session
 
 from lanworker.errors import TransientError
-from lanworker.queues import QueueCache
+from lanworker.queues import Outgoing, QueueCache
 from lanworker.retries import Backoff, as_transient, is_transient
 
 logger = logging.getLogger(__name__)
 
 EVENT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # events are advisory: never hold a job up long
+SNS_MESSAGE_BYTES = 256 * 1024
+ATTRIBUTES_ROOM_BYTES = 1024  # message attributes count towards a queue's limit too
+# What a result cut to its bones keeps: what happened, to which job, where.
+CORE_FIELDS = (
+    "job_id",
+    "service",
+    "state",
+    "worker_id",
+    "attempt",
+    "receive_count",
+    "exit_code",
+    "reason",
+    "error",
+    "timings_s",
+    "finished_at",
+)
 
 
 @dataclass
@@ -75,32 +92,115 @@ class ResultReporter:
         self.results_url = results_url
         self.queues = queues
 
-    def report(self, result: JobResult, reply_to: str | None) -> None:
-        """Log the result, then deliver it; raises TransientError if delivery failed."""
-        document = result.as_dict()
-        logger.info(
-            "job %s %s%s",
-            result.job_id,
-            result.state,
-            f": {result.error}" if result.error else "",
-            extra={"job_id": result.job_id, "action": "result", "result": document},
-        )
-        target = reply_to or self.results_url
-        if not target:
-            return
-        try:
-            self.queues.get(target).send(json.dumps(document), attributes={"lanworker-job-id": result.job_id})
-        except TransientError:
-            raise
-        except Exception as exc:
-            # An unusable reply_to must not block deletion forever: the result is in the log.
-            logger.error(
-                "could not deliver result of job %s to %s: %s",
+    def report(self, results: Sequence[tuple[JobResult, str | None]]) -> list[TransientError | None]:
+        """Log each (result, reply_to), then deliver them in as few calls per target queue
+        as it allows, each cut to fit the queue's message limit if it must be (the log
+        keeps it whole). Never raises: per result None (delivered, or only logged: an
+        unusable reply_to must not block deletion forever) or the TransientError that
+        says to try again later."""
+        outcome: list[TransientError | None] = [None] * len(results)
+        documents: list[dict[str, Any]] = []
+        targets: dict[str, list[int]] = {}
+        for index, (result, reply_to) in enumerate(results):
+            document = result.as_dict()
+            logger.info(
+                "job %s %s%s",
                 result.job_id,
-                target,
-                exc,
-                extra={"job_id": result.job_id, "action": "result"},
+                result.state,
+                f": {result.error}" if result.error else "",
+                extra={"job_id": result.job_id, "action": "result", "result": document},
             )
+            documents.append(document)
+            target = reply_to or self.results_url
+            if target:
+                targets.setdefault(target, []).append(index)
+        for target, indexes in targets.items():
+            errors: list[Exception | None]
+            try:
+                queue = self.queues.get(target)
+                limit_bytes = queue.max_message_bytes()
+                errors = queue.send_batch(
+                    [_outgoing(documents[index], limit_bytes, target) for index in indexes]
+                )
+            except Exception as exc:  # the queue could not even be opened
+                errors = [exc for _ in indexes]
+            for index, error in zip(indexes, errors, strict=True):
+                if isinstance(error, TransientError):
+                    outcome[index] = error
+                elif error is not None:
+                    logger.error(
+                        "could not deliver result of job %s to %s: %s",
+                        results[index][0].job_id,
+                        target,
+                        error,
+                        extra={"job_id": results[index][0].job_id, "action": "result"},
+                    )
+        return outcome
+
+
+def _outgoing(document: dict[str, Any], limit_bytes: int | None, target: str) -> Outgoing:
+    attributes = {"lanworker-job-id": str(document["job_id"])}
+    if limit_bytes is not None:
+        fitted = fit_result(document, limit_bytes - ATTRIBUTES_ROOM_BYTES)
+        if fitted is not document:
+            logger.warning(
+                "result of job %s cut to fit the %d-byte messages of %s: %s",
+                document["job_id"],
+                limit_bytes,
+                target,
+                ", ".join(fitted["cut"]),
+                extra={"job_id": document["job_id"], "action": "result"},
+            )
+        document = fitted
+    return Outgoing(json.dumps(document), attributes)
+
+
+def fit_result(document: dict[str, Any], limit_bytes: int) -> dict[str, Any]:
+    """The result itself when its JSON fits in limit_bytes; otherwise a copy cut to fit.
+
+    Cut in this order until it fits: the stream texts (to 64, 16, 4 and 0 KiB; stdout
+    keeps its head, stderr its tail, as errors come last), then the input and output
+    records (to the first 100, 10, none; `inputs_omitted` and `outputs_omitted` count the
+    rest), then everything but the fields that say what happened. `cut` names what was cut.
+    """
+    if _json_bytes(document) <= limit_bytes:
+        return document
+    fitted = dict(document)
+    cut: list[str] = []
+    for keep in (64 * 1024, 16 * 1024, 4 * 1024, 0):
+        for name in ("stdout", "stderr"):
+            stream = fitted.get(name)
+            if (
+                isinstance(stream, dict)
+                and isinstance(stream.get("text"), str)
+                and len(stream["text"]) > keep
+            ):
+                text = stream["text"]
+                fitted[name] = {
+                    **stream,
+                    "text": text[:keep] if name == "stdout" else text[len(text) - keep :],
+                }
+                fitted[name]["truncated"] = True
+                cut += [name] if name not in cut else []
+        if _json_bytes({**fitted, "cut": cut}) <= limit_bytes:
+            return {**fitted, "cut": cut}
+    for keep in (100, 10, 0):
+        for name in ("inputs", "outputs"):
+            records = document.get(name)
+            if isinstance(records, list) and len(records) > keep:
+                fitted[name] = records[:keep]
+                fitted[f"{name}_omitted"] = len(records) - keep
+                cut += [name] if name not in cut else []
+        if _json_bytes({**fitted, "cut": cut}) <= limit_bytes:
+            return {**fitted, "cut": cut}
+    core = {name: fitted[name] for name in CORE_FIELDS if name in fitted}
+    if isinstance(core.get("error"), str):
+        core["error"] = core["error"][:4096]
+    return {**core, "cut": [*cut, "everything else"]}
+
+
+def _json_bytes(document: dict[str, Any]) -> int:
+    return len(json.dumps(document))  # ASCII (ensure_ascii), so characters are bytes
 
 
 class EventPublisher:
@@ -127,11 +227,20 @@ class EventPublisher:
         if not self.target:
             return
         try:
+            if isinstance(event.get("result"), dict):
+                room = self._limit_bytes() - ATTRIBUTES_ROOM_BYTES - _json_bytes({**event, "result": {}})
+                event["result"] = fit_result(event["result"], room)
             self._send(json.dumps(event))
         except Exception as exc:
             logger.warning(
                 "could not publish %s event of job %s: %s", state, job_id, exc, extra={"job_id": job_id}
             )
+
+    def _limit_bytes(self) -> int:
+        assert self.target is not None
+        if self.target.startswith("arn:aws:sns:"):
+            return SNS_MESSAGE_BYTES
+        return self.queues.get(self.target).max_message_bytes() or SNS_MESSAGE_BYTES
 
     def _send(self, body: str) -> None:
         EVENT_BACKOFF.call(self._send_once, body)

@@ -7,7 +7,7 @@ Invariants:
   between the end of the job and its delete.
 - For a remote queue (SQS) settling runs in its own thread: a job slot is free again as
   soon as its job is decided, settling overlaps the next job, and deletes of messages
-  settled together go as one batch (ten per call). For the embedded queue a delete costs
+  settled together go as one batch (ten per call), and so do their results. For the embedded queue a delete costs
   less than handing it to another thread, so the job's thread settles it.
 - `close()` returns only when everything handed over is settled.
 """
@@ -123,11 +123,9 @@ class Settler:
                 logger.exception("settling failed; the messages come back after their visibility timeout")
 
     def _settle_batch(self, batch: list[Decided]) -> None:
-        deletes: list[Decided] = []
         try:
-            for decided in batch:
-                if self._prepare(decided):
-                    deletes.append(decided)
+            delivered = self._report([decided for decided in batch if self._before_report(decided)])
+            deletes = [decided for decided in delivered if self._after_report(decided)]
             if deletes:
                 errors = self.queue.delete_batch([decided.message for decided in deletes])
                 for decided, error in zip(deletes, errors, strict=True):
@@ -138,8 +136,9 @@ class Settler:
             with self._count_lock:
                 self._in_hand -= len(batch)
 
-    def _prepare(self, decided: Decided) -> bool:
-        """Everything before the delete; True when the message is now to be deleted."""
+    def _before_report(self, decided: Decided) -> bool:
+        """Abandon and Release end here; True when the outcome has a result to deliver
+        (a retry's next attempt is queued first)."""
         message, outcome = decided.message, decided.outcome
         if isinstance(outcome, Abandon):
             self.metrics.jobs.labels("abandoned").inc()
@@ -148,25 +147,46 @@ class Settler:
             self.metrics.jobs.labels("released").inc()
             self._safely(self.queue.release, message, "release", outcome.error, outcome.delay_s)
             return False
-        result = outcome.result
-        result.receive_count = message.receive_count
-        try:
-            if isinstance(outcome, Delete) and outcome.requeue is not None:
+        outcome.result.receive_count = message.receive_count
+        if isinstance(outcome, Delete) and outcome.requeue is not None:
+            try:
                 self.queue.send(outcome.requeue.body, delay_s=outcome.requeue.delay_s)
-            self.reporter.report(result, outcome.reply_to)
-        except Exception as exc:
-            logger.error(
-                "could not deliver the result of %s, releasing the message: %s",
-                result.job_id,
-                exc,
-                extra={"job_id": result.job_id, "action": "released"},
-            )
-            self._safely(self.queue.release, message, "release")
-            return False
+            except Exception as exc:
+                self._undelivered(message, outcome.result.job_id, exc)
+                return False
+        return True
+
+    def _report(self, reporting: list[Decided]) -> list[Decided]:
+        """Deliver the results of these, all together; those delivered."""
+        results = []
+        for decided in reporting:
+            assert isinstance(decided.outcome, (Delete, DeadLetter))
+            results.append((decided.outcome.result, decided.outcome.reply_to))
+        errors = self.reporter.report(results) if results else []
+        delivered = []
+        for decided, (result, _), error in zip(reporting, results, errors, strict=True):
+            if error is None:
+                delivered.append(decided)
+            else:
+                self._undelivered(decided.message, result.job_id, error)
+        return delivered
+
+    def _undelivered(self, message: ReceivedMessage, job_id: str, error: Exception) -> None:
+        logger.error(
+            "could not deliver the result of %s, releasing the message: %s",
+            job_id,
+            error,
+            extra={"job_id": job_id, "action": "released"},
+        )
+        self._safely(self.queue.release, message, "release")
+
+    def _after_report(self, decided: Decided) -> bool:
+        """True when the message is now to be deleted; a dead letter is moved here."""
+        outcome = decided.outcome
         if isinstance(outcome, DeadLetter):
-            if self._safely(self.queue.dead_letter, message, "dead-letter", outcome.reason):
+            if self._safely(self.queue.dead_letter, decided.message, "dead-letter", outcome.reason):
                 self.metrics.jobs.labels("dead-lettered").inc()
-                self.events.publish(result.job_id, "dead-lettered", reason=outcome.reason)
+                self.events.publish(outcome.result.job_id, "dead-lettered", reason=outcome.reason)
             return False
         return True
 

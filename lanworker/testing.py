@@ -27,7 +27,7 @@ from lanworker.jobs import JobRunner
 from lanworker.messages import CommandMessage
 from lanworker.metrics import Metrics
 from lanworker.queues import QueueCache, ReceivedMessage
-from lanworker.queues.base import DeadLetterEntry
+from lanworker.queues.base import DeadLetterEntry, Outgoing
 from lanworker.results import EventPublisher, ResultReporter
 from lanworker.staging import PathMapper, Workspace
 from lanworker.storage import Storage
@@ -49,6 +49,7 @@ class InMemoryQueue:
 
     def __init__(self, url: str = "memory://jobs", remote: bool = False) -> None:
         self.remote = remote  # True: the worker settles in a thread, as for SQS
+        self.max_bytes: int | None = None  # a message size limit, as SQS has
         self.url = url
         self.messages: dict[str, _Stored] = {}
         self.dead_letters: list[DeadLetterEntry] = []
@@ -64,6 +65,8 @@ class InMemoryQueue:
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
+        if self.max_bytes is not None and len(body.encode()) > self.max_bytes:
+            raise ValueError(f"message must be shorter than {self.max_bytes} bytes")  # as SQS refuses it
         message_id = f"m{next(self._order):04d}-{uuid.uuid4().hex[:6]}"
         with self._lock:
             self.messages[message_id] = _Stored(
@@ -71,6 +74,19 @@ class InMemoryQueue:
             )
             self.operations.append(("send", message_id))
         return message_id
+
+    def max_message_bytes(self) -> int | None:
+        return self.max_bytes
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for message in messages:
+            try:
+                self.send(message.body, message.attributes)
+                errors.append(None)
+            except Exception as exc:
+                errors.append(exc)
+        return errors
 
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from lanworker.config import DEFAULT_LOCAL_QUEUE, is_local_queue
 from lanworker.errors import ConfigError
-from lanworker.queues.base import DeadLetterEntry, Queue, ReceivedMessage, SinglePass
+from lanworker.queues.base import DeadLetterEntry, Outgoing, Queue, ReceivedMessage, SinglePass
 from lanworker.queues.local import LocalQueue
 from lanworker.queues.sqs import SqsQueue
 
@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_LOCAL_QUEUE",
     "DeadLetterEntry",
     "LocalQueue",
+    "Outgoing",
     "Queue",
     "QueueCache",
     "ReceivedMessage",

@@ -21,6 +21,14 @@ class ReceivedMessage:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """A message to send in a batch (results: a body and its attributes)."""
+
+    body: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DeadLetterEntry:
     message_id: str
     body: str
@@ -66,6 +74,13 @@ class Queue(Protocol):
         deduplication_id: str | None = None,
     ) -> str:
         """Enqueue a message and return its id."""
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
+        """Enqueue several in as few calls as the backend allows. Never raises: None or
+        why it failed per message, in order."""
+
+    def max_message_bytes(self) -> int | None:
+        """The largest message the queue accepts, None when it has no limit."""
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         """Move a message that can never succeed out of the way, keeping its body."""

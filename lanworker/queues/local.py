@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
-from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
+from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
 from lanworker.sqlite import SharedConnection
 
 logger = logging.getLogger(__name__)
@@ -118,18 +118,34 @@ class LocalQueue:
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
-        message_id = str(uuid.uuid4())
-        now = time.time()
         stored = dict(attributes or {})
         if group_id:
             stored["MessageGroupId"] = group_id
         if deduplication_id:
             stored["MessageDeduplicationId"] = deduplication_id
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (message_id, self.name, body, json.dumps(stored), now, now + max(0, delay_s)),
-            )
+            return self._insert(db, body, stored, delay_s)
+
+    def max_message_bytes(self) -> None:
+        return None  # a row holds any size
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
+        """All in one transaction."""
+        try:
+            with self._transaction() as db:
+                for message in messages:
+                    self._insert(db, message.body, message.attributes)
+        except Exception as exc:
+            return [exc for _ in messages]
+        return [None for _ in messages]
+
+    def _insert(self, db: sqlite3.Connection, body: str, attributes: dict[str, str], delay_s: int = 0) -> str:
+        message_id = str(uuid.uuid4())
+        now = time.time()
+        db.execute(
+            "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (message_id, self.name, body, json.dumps(attributes), now, now + max(0, delay_s)),
+        )
         return message_id
 
     def receive(

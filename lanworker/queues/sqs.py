@@ -12,12 +12,14 @@ import botocore.config
 import botocore.session
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
-from lanworker.queues.base import DeadLetterEntry, ReceivedMessage
+from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
 from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 10
+MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: the whole payload, bodies and attributes
+CLASSIC_MESSAGE_BYTES = 256 * 1024
 MAX_WAIT_S = 20
 REASON_ATTRIBUTE = "lanworker-dead-letter-reason"
 STALE_CODES = frozenset(
@@ -28,6 +30,7 @@ STALE_CODES = frozenset(
         "AWS.SimpleQueueService.MessageNotInflight",
     }
 )
+RECEIPT_ACTIONS = frozenset({"delete", "change visibility"})  # where a refusal means a stale receipt
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 BACKOFF = Backoff()
 HEARTBEAT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # a heartbeat must not outlast its interval
@@ -35,7 +38,7 @@ HEARTBEAT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # a heartbeat must not o
 
 def _translate(exc: Exception, action: str, url: str) -> Exception:
     code = client_error_code(exc)
-    if code in STALE_CODES:
+    if code in STALE_CODES and action in RECEIPT_ACTIONS:
         return StaleReceipt(f"{action} on {url}: receipt no longer valid ({code})")
     if code in MISSING_QUEUE_CODES:
         return QueueUnreachable(f"{action} on {url}: queue does not exist")
@@ -69,6 +72,7 @@ class SqsQueue:
         self.dead_letter_url = dead_letter_url
         self.client = client if client is not None else make_sqs_client()
         self.fifo = url.endswith(".fifo")
+        self._max_message_bytes: int | None = None  # asked once
 
     def check(self) -> None:
         try:
@@ -81,6 +85,20 @@ class SqsQueue:
                 "invalid messages will be retried until they expire",
                 self.url,
             )
+
+    def max_message_bytes(self) -> int:
+        """The queue's MaximumMessageSize (1 KiB to 1 MiB), asked once; 256 KiB, the
+        classic limit every queue accepts, while it cannot be asked."""
+        if self._max_message_bytes is None:
+            try:
+                attributes = self._call(
+                    "get attributes", "get_queue_attributes", AttributeNames=["MaximumMessageSize"]
+                )["Attributes"]
+                self._max_message_bytes = int(attributes["MaximumMessageSize"])
+            except Exception as exc:
+                logger.warning("cannot read the message size limit of %s: %s", self.url, exc)
+                return CLASSIC_MESSAGE_BYTES
+        return self._max_message_bytes
 
     def depth(self) -> dict[str, int]:
         attributes = self._call(
@@ -181,6 +199,48 @@ class SqsQueue:
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
+        request = self._send_request(body, attributes, delay_s, group_id, deduplication_id)
+        return str(self._call("send", "send_message", **request)["MessageId"])
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
+        """Ten per call, and no more than MAX_BATCH_BYTES of payload. As for deletes, an
+        entry a successful call could not send is tried again on its own, and a failed call
+        leaves its error on every entry."""
+        errors: list[Exception | None] = [None] * len(messages)
+        for chunk in _batches(messages):
+            if len(chunk) == 1:
+                errors[chunk[0]] = self._send_alone(messages[chunk[0]])
+                continue
+            entries = [
+                {"Id": str(index), **self._send_request(messages[index].body, messages[index].attributes)}
+                for index in chunk
+            ]
+            try:
+                response = self._call("send", "send_message_batch", Entries=entries)
+            except Exception as exc:
+                for index in chunk:
+                    errors[index] = exc
+                continue
+            for failed in response.get("Failed", []):
+                index = int(failed["Id"])
+                errors[index] = self._send_alone(messages[index])
+        return errors
+
+    def _send_alone(self, message: Outgoing) -> Exception | None:
+        try:
+            self.send(message.body, message.attributes)
+            return None
+        except Exception as exc:
+            return exc
+
+    def _send_request(
+        self,
+        body: str,
+        attributes: dict[str, str] | None,
+        delay_s: int = 0,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> dict[str, Any]:
         request: dict[str, Any] = {"MessageBody": body}
         if attributes:
             request["MessageAttributes"] = {
@@ -192,7 +252,7 @@ class SqsQueue:
             request["MessageDeduplicationId"] = deduplication_id or str(uuid.uuid4())
         elif delay_s:
             request["DelaySeconds"] = int(min(900, max(0, delay_s)))
-        return str(self._call("send", "send_message", **request)["MessageId"])
+        return request
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         if self.dead_letter_url:
@@ -279,3 +339,24 @@ class SqsQueue:
                 dead_letters.delete(message)
                 moved += 1
         return moved
+
+
+def _batches(messages: Sequence[Outgoing]) -> list[list[int]]:
+    """Indexes of messages in sendable groups: at most MAX_BATCH each and MAX_BATCH_BYTES
+    of payload; a message too large to share a call goes alone (and fails as it would)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for index, message in enumerate(messages):
+        weight = len(message.body.encode()) + sum(
+            len(name.encode()) + len(value.encode()) + len("String")
+            for name, value in message.attributes.items()
+        )
+        if current and (len(current) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(index)
+        size += weight
+    if current:
+        groups.append(current)
+    return groups

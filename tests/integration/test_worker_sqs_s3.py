@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lanworker.queues import SqsQueue
+from lanworker.queues import Outgoing, SqsQueue
 from lanworker.worker import Worker
 from tests.integration.conftest import receive_all
 
@@ -206,3 +207,40 @@ def test_pipe_capture_is_capped(queue_factory, worker_factory) -> None:
     )
     assert result["stdout"]["truncated"] is True
     assert len(result["stdout"]["text"]) == 1000 and result["stdout"]["bytes"] > 50000
+
+
+def test_results_go_out_in_batches_and_a_bad_one_fails_alone(queue_factory) -> None:
+    """SendMessageBatch: 25 results in three calls' worth, on a standard and a FIFO queue;
+    an entry over SQS's size limit fails on its own and the rest arrive."""
+    for attributes in ({}, {"FifoQueue": "true"}):
+        name = f"batch-{uuid.uuid4().hex[:8]}" + (".fifo" if attributes else "")
+        queue = SqsQueue(queue_factory(name, attributes))
+        outgoing = [Outgoing(json.dumps({"n": n}), {"lanworker-job-id": f"job-{n}"}) for n in range(25)]
+        outgoing.insert(7, Outgoing("x" * (1024 * 1024 + 1)))  # over any SQS message limit
+        errors = queue.send_batch(outgoing)
+        assert [index for index, error in enumerate(errors) if error is not None] == [7]
+        received = []
+        while batch := queue.receive(10, 0, 30):
+            received += [json.loads(message.body)["n"] for message in batch]
+            queue.delete_batch(batch)
+        assert sorted(received) == list(range(25))
+
+
+def test_a_result_larger_than_the_results_queue_allows_arrives_cut(queue_factory, worker_factory) -> None:
+    """A results queue that takes 64 KiB messages, a command that prints 500 KB into the
+    result: the result arrives, its stdout cut to fit and marked so, and the job is not
+    run again (an oversized send is no stale receipt and no transient failure)."""
+    message = {
+        "service": "tool",
+        "command": {
+            "stdout": {"type": "pipe", "value": None},
+            "arguments": [{"type": "parameter", "name": "--stdout-bytes", "value": 500_000}],
+        },
+    }
+    results = queue_factory(attributes={"MaximumMessageSize": str(64 * 1024)})
+    jobs = queue_factory()
+    result = run_one(worker_factory, jobs, results, json.dumps(message))
+    assert result["state"] == "succeeded" and result["cut"] == ["stdout"]
+    assert result["stdout"]["truncated"] is True and result["stdout"]["bytes"] > 500_000
+    assert 0 < len(result["stdout"]["text"]) <= 64 * 1024
+    assert SqsQueue(jobs).depth() == {"visible": 0, "in_flight": 0}

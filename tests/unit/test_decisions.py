@@ -186,6 +186,42 @@ def test_a_result_that_cannot_be_delivered_releases_the_message(work_root: Path)
     assert fake.queue.ops(message_id)[-1] == "release"
 
 
+def test_results_delivered_together_stand_or_fall_alone(work_root: Path) -> None:
+    """Results settled together go out as one batch; the one the batch could not deliver
+    releases its own message, and only that one."""
+    fake = fake_worker(work_root, remote=REMOTE, concurrency=4)
+    ids = [fake.queue.send(message(id=f"job-{n}")) for n in range(12)]
+    real_send = fake.results.send
+
+    def send(body: str, *args: Any, **kwargs: Any) -> str:
+        if json.loads(body)["job_id"] == "job-5":
+            raise TransientError("throttled")
+        return real_send(body, *args, **kwargs)
+
+    fake.results.send = send  # type: ignore[method-assign]
+    fake.run()
+    assert fake.queue.ops(ids[5])[:3] == ["send", "receive", "release"]
+    assert "delete" not in fake.queue.ops(ids[5])
+    assert all(fake.queue.ops(i) == ["send", "receive", "delete"] for n, i in enumerate(ids) if n != 5)
+    assert sorted(r["job_id"] for r in fake.result_documents()) == sorted(
+        f"job-{n}" for n in range(12) if n != 5
+    )
+
+
+def test_a_result_too_large_for_its_queue_is_cut_to_fit_and_delivered(work_root: Path) -> None:
+    def chatty(request: ExecutionRequest) -> ExecutionResult:
+        request.stdout.write(b"x" * 200_000)
+        return ExecutionResult(exit_code=0)
+
+    fake = fake_worker(work_root, ScriptedExecutor(script=chatty), remote=REMOTE)
+    fake.results.max_bytes = 16 * 1024
+    message_id = fake.queue.send(message(id="chatty", command={"stdout": {"type": "pipe"}, "arguments": []}))
+    fake.run()
+    [result] = fake.result_documents()
+    assert result["cut"] == ["stdout"] and result["stdout"]["bytes"] == 200_000
+    assert fake.queue.ops(message_id) == ["send", "receive", "delete"]
+
+
 def test_stop_reasons_that_fail_a_job() -> None:
     assert {reason for reason in StopReason if reason.fails_job} == {
         StopReason.TIMEOUT,
