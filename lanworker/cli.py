@@ -21,7 +21,6 @@ from typing import Any
 from lanworker import __version__
 from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config
 from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable
-from lanworker.executors.native import parse_base_command
 from lanworker.exitcodes import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -32,14 +31,10 @@ from lanworker.exitcodes import (
     EXIT_STOPPED,
     EXIT_USAGE,
 )
-from lanworker.jobs import cancel_marker
 from lanworker.logs import configure_logging
 from lanworker.messages import decode, validate_document
-from lanworker.metrics import HealthServer, receive_loop_health
 from lanworker.queues import LocalQueue, Queue, open_queue
 from lanworker.signals import SignalFlag
-from lanworker.storage import Storage
-from lanworker.worker import build_worker
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +226,12 @@ def _translate_parser(commands: Any) -> None:
 
 # --------------------------------------------------------------------- worker
 def run_worker(args: argparse.Namespace) -> int:
+    # The worker's modules (botocore among them) only for the subcommands that run one:
+    # `validate` and `submit` start in a fraction of the time.
+    from lanworker.executors.native import parse_base_command
+    from lanworker.metrics import HealthServer, receive_loop_health
+    from lanworker.worker import build_worker
+
     flags = {k: v for k, v in vars(args).items() if k != "subcommand"}
     flags["mode"] = args.subcommand
     if args.subcommand == "native":
@@ -377,6 +378,9 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
+    from lanworker.jobs import cancel_marker
+    from lanworker.storage import Storage
+
     control = args.control_url or build_config({"mode": "client"}).control_url
     if not control:
         print(

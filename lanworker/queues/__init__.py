@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from lanworker.config import DEFAULT_LOCAL_QUEUE, is_local_queue
 from lanworker.errors import ConfigError
 from lanworker.queues.base import DeadLetterEntry, Outgoing, Queue, ReceivedMessage, SinglePass
 from lanworker.queues.local import LocalQueue
-from lanworker.queues.sqs import SqsQueue
+
+if TYPE_CHECKING:
+    from lanworker.queues.sqs import SqsQueue
 
 __all__ = [
     "DEFAULT_LOCAL_QUEUE",
@@ -25,11 +28,23 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """SqsQueue on first use: botocore stays unloaded for the embedded queue (and for
+    `worker.py validate`)."""
+    if name == "SqsQueue":
+        from lanworker.queues.sqs import SqsQueue
+
+        return SqsQueue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_queue(url: str, dead_letter_url: str | None = None, max_receives: int = 5) -> Queue:
     """A queue for `local:PATH[#NAME]` or an SQS queue URL (https://, or http:// for test endpoints)."""
     if is_local_queue(url):
         return LocalQueue(url, max_receives=max_receives)
     if url.startswith(("https://", "http://")):
+        from lanworker.queues.sqs import SqsQueue
+
         return SqsQueue(url, dead_letter_url=dead_letter_url)
     raise ConfigError(f"unsupported queue URL {url!r}: use local:PATH[#NAME] or an SQS queue URL")
 
