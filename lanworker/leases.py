@@ -7,7 +7,8 @@ Invariants:
   LEASE_LOST: another worker may have the message, and this one must not upload or
   delete with that receipt.
 - One thread for all leases, started with the first one: starting and joining a thread
-  per job cost more than a trivial job itself.
+  per job cost more than a trivial job itself. Leases due together are extended in one
+  batch call, ten at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lanworker.stops import StopReason
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 5.0  # how long the thread sleeps with no lease at all (close() wakes it)
+BATCH = 10  # leases extended together (one SQS ChangeMessageVisibilityBatch)
 
 
 class Lease:
@@ -118,37 +120,52 @@ class Heartbeats:
                     self._wakes_at = min((lease.due for lease in self._leases), default=now + IDLE_WAIT_S)
                     self._changed.wait(timeout=max(0.0, self._wakes_at - now))
                     continue
-            for lease in due:
-                self._beat(lease)
+            for start in range(0, len(due), BATCH):
+                self._beat(due[start : start + BATCH])
 
-    def _beat(self, lease: Lease) -> None:
-        with lease.lock:
-            if lease.ended:
-                return
-            lease.due = time.monotonic() + self.interval_s
-            if time.time() - lease.first_received_at >= self.max_runtime_s:
-                lease.reason = lease.reason or StopReason.MAX_RUNTIME
-            try:
-                self.queue.change_visibility(lease.message, self.visibility_timeout_s)
-                lease.hidden_until = time.monotonic() + self.visibility_timeout_s
-                return
-            except StaleReceipt as exc:
-                self.metrics.heartbeat_failures.inc()
-                logger.error("heartbeat: %s", exc, extra={"job_id": lease.job_id, "action": "heartbeat"})
-                lost = True
-            except Exception as exc:
-                self.metrics.heartbeat_failures.inc()
-                remaining = lease.hidden_until - time.monotonic()
-                logger.warning(
-                    "heartbeat failed (%.0f s of visibility left): %s",
-                    remaining,
-                    exc,
-                    extra={"job_id": lease.job_id, "action": "heartbeat"},
-                )
-                lost = remaining <= self.interval_s
-            if lost:
-                lease.reason = StopReason.LEASE_LOST
-                lease.ended = True
-        if lease.ended:
+    def _beat(self, due: list[Lease]) -> None:
+        """Extend these leases in one batch. Each lease's lock is held from its check to its
+        outcome, so `end()` never returns while its extension is in flight (only this
+        thread ever holds more than one lease lock, so there is no order to get wrong)."""
+        for lease in due:
+            lease.lock.acquire()
+        try:
+            live = [lease for lease in due if not lease.ended]
+            now, now_epoch = time.monotonic(), time.time()
+            for lease in live:
+                lease.due = now + self.interval_s
+                if now_epoch - lease.first_received_at >= self.max_runtime_s:
+                    lease.reason = lease.reason or StopReason.MAX_RUNTIME
+            if live:
+                messages = [lease.message for lease in live]
+                errors = self.queue.change_visibility_batch(messages, self.visibility_timeout_s)
+                for lease, error in zip(live, errors, strict=True):
+                    self._extended(lease, error)
+        finally:
+            for lease in due:
+                lease.lock.release()
+        lost = [lease for lease in due if lease.reason is StopReason.LEASE_LOST]
+        if lost:
             with self._changed:
-                self._leases.discard(lease)
+                self._leases.difference_update(lost)
+
+    def _extended(self, lease: Lease, error: Exception | None) -> None:
+        if error is None:
+            lease.hidden_until = time.monotonic() + self.visibility_timeout_s
+            return
+        self.metrics.heartbeat_failures.inc()
+        if isinstance(error, StaleReceipt):
+            logger.error("heartbeat: %s", error, extra={"job_id": lease.job_id, "action": "heartbeat"})
+            lost = True
+        else:
+            remaining = lease.hidden_until - time.monotonic()
+            logger.warning(
+                "heartbeat failed (%.0f s of visibility left): %s",
+                remaining,
+                error,
+                extra={"job_id": lease.job_id, "action": "heartbeat"},
+            )
+            lost = remaining <= self.interval_s
+        if lost:
+            lease.reason = StopReason.LEASE_LOST
+            lease.ended = True

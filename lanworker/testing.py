@@ -139,6 +139,18 @@ class InMemoryQueue:
             self._owned(message).visible_at = time.monotonic() + timeout_s
             self.operations.append(("extend", message.message_id))
 
+    def change_visibility_batch(
+        self, messages: Sequence[ReceivedMessage], timeout_s: int
+    ) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for message in messages:
+            try:
+                self.change_visibility(message, timeout_s)
+                errors.append(None)
+            except Exception as exc:
+                errors.append(exc)
+        return errors
+
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         with self._lock:
             stored = self._owned(message)

@@ -57,7 +57,13 @@ class Queue(Protocol):
         (StaleReceipt, or why it failed) or None per message, in order."""
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
-        """Hide the message for timeout_s from now (the heartbeat)."""
+        """Hide the message for timeout_s from now."""
+
+    def change_visibility_batch(
+        self, messages: Sequence[ReceivedMessage], timeout_s: int
+    ) -> list[Exception | None]:
+        """The heartbeat: hide several for timeout_s from now in as few calls as the backend
+        allows. Never raises: None, StaleReceipt or why it failed, per message in order."""
 
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         """Make the message visible again, at once or after delay_s, for any worker to take.

@@ -229,6 +229,23 @@ class LocalQueue:
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._update_owned(message, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
 
+    def change_visibility_batch(
+        self, messages: Sequence[ReceivedMessage], timeout_s: int
+    ) -> list[Exception | None]:
+        """All in one transaction."""
+        errors: list[Exception | None] = []
+        try:
+            with self._transaction() as db:
+                for message in messages:
+                    cursor = db.execute(
+                        "UPDATE messages SET visible_at = ? WHERE id = ? AND receipt = ?",
+                        (time.time() + timeout_s, message.message_id, message.receipt_handle),
+                    )
+                    errors.append(None if cursor.rowcount == 1 else _stale(message))
+        except Exception as exc:
+            return [exc for _ in messages]
+        return errors
+
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         self._update_owned(
             message,

@@ -187,6 +187,37 @@ class SqsQueue:
             VisibilityTimeout=int(timeout_s),
         )
 
+    def change_visibility_batch(
+        self, messages: Sequence[ReceivedMessage], timeout_s: int
+    ) -> list[Exception | None]:
+        """Ten per call; a refused entry is tried again alone (which tells a stale receipt
+        from a passing failure), a failed call leaves its error on every entry."""
+        errors: list[Exception | None] = []
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": int(timeout_s)}
+                for i, m in enumerate(chunk)
+            ]
+            try:
+                response = self._call(
+                    "change visibility", "change_message_visibility_batch", HEARTBEAT_BACKOFF, Entries=entries
+                )
+            except Exception as exc:
+                errors += [exc for _ in chunk]
+                continue
+            failed = {entry["Id"] for entry in response.get("Failed", [])}
+            for index, message in enumerate(chunk):
+                errors.append(self._extend_alone(message, timeout_s) if str(index) in failed else None)
+        return errors
+
+    def _extend_alone(self, message: ReceivedMessage, timeout_s: int) -> Exception | None:
+        try:
+            self.change_visibility(message, timeout_s)
+            return None
+        except Exception as exc:
+            return exc
+
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         # SQS cannot annotate a message in flight; the error is in the log and the events.
         self.change_visibility(message, max(0, delay_s))

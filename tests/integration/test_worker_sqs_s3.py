@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lanworker.errors import StaleReceipt
 from lanworker.queues import Outgoing, SqsQueue
 from lanworker.worker import Worker
 from tests.integration.conftest import receive_all
@@ -244,3 +245,16 @@ def test_a_result_larger_than_the_results_queue_allows_arrives_cut(queue_factory
     assert result["stdout"]["truncated"] is True and result["stdout"]["bytes"] > 500_000
     assert 0 < len(result["stdout"]["text"]) <= 64 * 1024
     assert SqsQueue(jobs).depth() == {"visible": 0, "in_flight": 0}
+
+
+def test_heartbeats_extend_in_batches_and_a_stale_receipt_is_told_apart(queue_factory) -> None:
+    queue = SqsQueue(queue_factory())
+    for n in range(12):
+        queue.send(f"job {n}")
+    held = []
+    while len(held) < 12 and (batch := queue.receive(10, 1, 30)):
+        held += batch
+    queue.delete(held[3])  # its receipt is no longer any good
+    errors = queue.change_visibility_batch(held, 60)
+    assert isinstance(errors[3], StaleReceipt)
+    assert [index for index, error in enumerate(errors) if error is not None] == [3]

@@ -1,0 +1,49 @@
+"""The heartbeat thread: due leases are extended together, and one lease's failure is its own."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from lanworker.leases import Heartbeats
+from lanworker.metrics import Metrics
+from lanworker.queues import ReceivedMessage
+from lanworker.stops import StopReason
+from lanworker.testing import InMemoryQueue
+from tests.helpers.processes import wait_until
+
+
+class CountingQueue(InMemoryQueue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def change_visibility_batch(
+        self, messages: Sequence[ReceivedMessage], timeout_s: int
+    ) -> list[Exception | None]:
+        self.batches.append(len(messages))
+        return super().change_visibility_batch(messages, timeout_s)
+
+
+def test_due_leases_are_extended_ten_at_a_time_and_a_stale_one_is_lost_alone() -> None:
+    queue = CountingQueue()
+    for n in range(25):
+        queue.send(f"job {n}")
+    messages = queue.receive(25, 0, 30)
+    stolen = messages[7]
+    queue.delete(stolen)  # gone from under its lease: the next extension finds it stale
+    heartbeats = Heartbeats(queue, 30, 0.01, 3600.0, threading.Event(), Metrics())
+    with heartbeats._changed:  # the thread looks only once every lease is made and due
+        leases = [heartbeats.lease(message) for message in messages]
+        time.sleep(0.05)
+    try:
+        wait_until(lambda: sum(queue.batches) >= 50, what="two rounds of heartbeats")
+        assert queue.batches[:3] == [10, 10, 5] and max(queue.batches) == 10
+        assert leases[7].should_stop() is StopReason.LEASE_LOST
+        assert all(lease.should_stop() is None for n, lease in enumerate(leases) if n != 7)
+        assert queue.ops(messages[0].message_id).count("extend") >= 2
+    finally:
+        for lease in leases:
+            heartbeats.end(lease)
+        heartbeats.close()
