@@ -212,19 +212,7 @@ class LocalQueue:
             raise error
 
     def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
-        """All in one transaction."""
-        errors: list[Exception | None] = []
-        try:
-            with self._transaction() as db:
-                for message in messages:
-                    cursor = db.execute(
-                        "DELETE FROM messages WHERE id = ? AND receipt = ?",
-                        (message.message_id, message.receipt_handle),
-                    )
-                    errors.append(None if cursor.rowcount == 1 else _stale(message))
-        except Exception as exc:
-            return [exc for _ in messages]
-        return errors
+        return self._each_owned(messages, "DELETE FROM messages", ())
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._update_owned(message, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
@@ -232,14 +220,19 @@ class LocalQueue:
     def change_visibility_batch(
         self, messages: Sequence[ReceivedMessage], timeout_s: int
     ) -> list[Exception | None]:
-        """All in one transaction."""
+        return self._each_owned(messages, "UPDATE messages SET visible_at = ?", (time.time() + timeout_s,))
+
+    def _each_owned(
+        self, messages: Sequence[ReceivedMessage], sql: str, parameters: tuple[object, ...]
+    ) -> list[Exception | None]:
+        """sql on each message still ours, all in one transaction; per message None or why not."""
         errors: list[Exception | None] = []
         try:
             with self._transaction() as db:
                 for message in messages:
                     cursor = db.execute(
-                        "UPDATE messages SET visible_at = ? WHERE id = ? AND receipt = ?",
-                        (time.time() + timeout_s, message.message_id, message.receipt_handle),
+                        sql + " WHERE id = ? AND receipt = ?",
+                        (*parameters, message.message_id, message.receipt_handle),
                     )
                     errors.append(None if cursor.rowcount == 1 else _stale(message))
         except Exception as exc:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import botocore.config
 import botocore.session
@@ -16,6 +16,8 @@ from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
 from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: the whole payload, bodies and attributes
@@ -154,29 +156,41 @@ class SqsQueue:
         self._call("delete", "delete_message", ReceiptHandle=message.receipt_handle)
 
     def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
-        """Ten per call. An entry a successful call could not delete is retried on its own;
-        when the call itself failed (after its retries) every entry carries that error:
-        retrying each alone through an outage would hold settling for minutes."""
+        return self._each_in_batches(
+            messages,
+            "delete",
+            "delete_message_batch",
+            lambda message: {"ReceiptHandle": message.receipt_handle},
+            self.delete,
+            BACKOFF,
+        )
+
+    def _each_in_batches(
+        self,
+        messages: Sequence[ReceivedMessage],
+        action: str,
+        operation: str,
+        entry: Callable[[ReceivedMessage], dict[str, Any]],
+        alone: Callable[[ReceivedMessage], None],
+        backoff: Backoff,
+    ) -> list[Exception | None]:
+        """Ten per call. An entry a successful call could not take is tried again alone
+        (which tells a stale receipt from a passing failure); when the call itself failed
+        (after its retries) every entry carries that error: retrying each alone through an
+        outage would hold settling for minutes."""
         errors: list[Exception | None] = []
         for start in range(0, len(messages), MAX_BATCH):
             chunk = messages[start : start + MAX_BATCH]
-            entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)]
+            entries = [{"Id": str(index), **entry(message)} for index, message in enumerate(chunk)]
             try:
-                response = self._call("delete", "delete_message_batch", Entries=entries)
+                response = self._call(action, operation, backoff, Entries=entries)
             except Exception as exc:
                 errors += [exc for _ in chunk]
                 continue
-            failed = {entry["Id"] for entry in response.get("Failed", [])}
+            failed = {item["Id"] for item in response.get("Failed", [])}
             for index, message in enumerate(chunk):
-                errors.append(self._delete_alone(message) if str(index) in failed else None)
+                errors.append(_attempt(alone, message) if str(index) in failed else None)
         return errors
-
-    def _delete_alone(self, message: ReceivedMessage) -> Exception | None:
-        try:
-            self.delete(message)
-            return None
-        except Exception as exc:
-            return exc
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
         self._call(
@@ -190,33 +204,14 @@ class SqsQueue:
     def change_visibility_batch(
         self, messages: Sequence[ReceivedMessage], timeout_s: int
     ) -> list[Exception | None]:
-        """Ten per call; a refused entry is tried again alone (which tells a stale receipt
-        from a passing failure), a failed call leaves its error on every entry."""
-        errors: list[Exception | None] = []
-        for start in range(0, len(messages), MAX_BATCH):
-            chunk = messages[start : start + MAX_BATCH]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": int(timeout_s)}
-                for i, m in enumerate(chunk)
-            ]
-            try:
-                response = self._call(
-                    "change visibility", "change_message_visibility_batch", HEARTBEAT_BACKOFF, Entries=entries
-                )
-            except Exception as exc:
-                errors += [exc for _ in chunk]
-                continue
-            failed = {entry["Id"] for entry in response.get("Failed", [])}
-            for index, message in enumerate(chunk):
-                errors.append(self._extend_alone(message, timeout_s) if str(index) in failed else None)
-        return errors
-
-    def _extend_alone(self, message: ReceivedMessage, timeout_s: int) -> Exception | None:
-        try:
-            self.change_visibility(message, timeout_s)
-            return None
-        except Exception as exc:
-            return exc
+        return self._each_in_batches(
+            messages,
+            "change visibility",
+            "change_message_visibility_batch",
+            lambda message: {"ReceiptHandle": message.receipt_handle, "VisibilityTimeout": int(timeout_s)},
+            lambda message: self.change_visibility(message, timeout_s),
+            HEARTBEAT_BACKOFF,
+        )
 
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         # SQS cannot annotate a message in flight; the error is in the log and the events.
@@ -240,7 +235,7 @@ class SqsQueue:
         errors: list[Exception | None] = [None] * len(messages)
         for chunk in _batches(messages):
             if len(chunk) == 1:
-                errors[chunk[0]] = self._send_alone(messages[chunk[0]])
+                errors[chunk[0]] = _attempt(self._send_one, messages[chunk[0]])
                 continue
             entries = [
                 {"Id": str(index), **self._send_request(messages[index].body, messages[index].attributes)}
@@ -254,15 +249,11 @@ class SqsQueue:
                 continue
             for failed in response.get("Failed", []):
                 index = int(failed["Id"])
-                errors[index] = self._send_alone(messages[index])
+                errors[index] = _attempt(self._send_one, messages[index])
         return errors
 
-    def _send_alone(self, message: Outgoing) -> Exception | None:
-        try:
-            self.send(message.body, message.attributes)
-            return None
-        except Exception as exc:
-            return exc
+    def _send_one(self, message: Outgoing) -> None:
+        self.send(message.body, message.attributes)
 
     def _send_request(
         self,
@@ -391,3 +382,12 @@ def _batches(messages: Sequence[Outgoing]) -> list[list[int]]:
     if current:
         groups.append(current)
     return groups
+
+
+def _attempt(operation: Callable[[T], None], item: T) -> Exception | None:
+    """None when operation(item) succeeded, else why not."""
+    try:
+        operation(item)
+        return None
+    except Exception as exc:
+        return exc
