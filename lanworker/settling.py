@@ -6,9 +6,10 @@ Invariants:
 - A job's lease is kept until its message is settled, so visibility cannot run out
   between the end of the job and its delete.
 - For a remote queue (SQS) settling runs in its own thread: a job slot is free again as
-  soon as its job is decided, settling overlaps the next job, and deletes of messages
-  settled together go as one batch (ten per call), and so do their results. For the embedded queue a delete costs
-  less than handing it to another thread, so the job's thread settles it.
+  soon as its job is decided, settling overlaps the next job, and the results of jobs
+  settled together go as one batch, then their deletes (ten per call). For the embedded
+  queue a delete costs less than handing it to another thread, so the job's thread
+  settles it.
 - `close()` returns only when everything handed over is settled.
 """
 

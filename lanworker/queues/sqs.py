@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ RECEIPT_ACTIONS = frozenset({"delete", "change visibility"})  # where a refusal 
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 BACKOFF = Backoff()
 HEARTBEAT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # a heartbeat must not outlast its interval
+ONE_ATTEMPT = Backoff(attempts=1)
+ASK_LIMIT_AGAIN_S = 60.0
 
 
 def _translate(exc: Exception, action: str, url: str) -> Exception:
@@ -75,6 +78,7 @@ class SqsQueue:
         self.client = client if client is not None else make_sqs_client()
         self.fifo = url.endswith(".fifo")
         self._max_message_bytes: int | None = None  # asked once
+        self._ask_limit_at = 0.0
 
     def check(self) -> None:
         try:
@@ -89,18 +93,22 @@ class SqsQueue:
             )
 
     def max_message_bytes(self) -> int:
-        """The queue's MaximumMessageSize (1 KiB to 1 MiB), asked once; 256 KiB, the
-        classic limit every queue accepts, while it cannot be asked."""
-        if self._max_message_bytes is None:
+        """The queue's MaximumMessageSize (1 KiB to 1 MiB), asked once. While it cannot be
+        asked, 256 KiB (the classic limit), asking again at most once a minute so an outage
+        adds no calls to every send."""
+        if self._max_message_bytes is None and time.monotonic() >= self._ask_limit_at:
             try:
                 attributes = self._call(
-                    "get attributes", "get_queue_attributes", AttributeNames=["MaximumMessageSize"]
+                    "get attributes",
+                    "get_queue_attributes",
+                    ONE_ATTEMPT,
+                    AttributeNames=["MaximumMessageSize"],
                 )["Attributes"]
                 self._max_message_bytes = int(attributes["MaximumMessageSize"])
             except Exception as exc:
                 logger.warning("cannot read the message size limit of %s: %s", self.url, exc)
-                return CLASSIC_MESSAGE_BYTES
-        return self._max_message_bytes
+                self._ask_limit_at = time.monotonic() + ASK_LIMIT_AGAIN_S
+        return self._max_message_bytes or CLASSIC_MESSAGE_BYTES
 
     def depth(self) -> dict[str, int]:
         attributes = self._call(
