@@ -57,7 +57,11 @@ class DirectS3:
 
     def open(self, bucket: str, key: str) -> BinaryIO:
         url, headers = self._signed("GET", bucket, key, b"", {})
-        response = self.pool.request("GET", url, headers=headers, preload_content=False, redirect=False)
+        # decode_content=False: the object's bytes as stored, as GetObject gives them; urllib3
+        # would otherwise inflate an object stored with Content-Encoding: gzip.
+        response = self.pool.request(
+            "GET", url, headers=headers, preload_content=False, redirect=False, decode_content=False
+        )
         if response.status != 200:
             raise _client_error(response, "GetObject")
         return cast(BinaryIO, response)

@@ -3,6 +3,7 @@ for small objects, and an object replaced mid-download failing instead of mixing
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import itertools
 import json
@@ -162,3 +163,17 @@ def test_small_transfers_address_objects_as_botocore_does(s3: Any, bucket_factor
     for key in ["plain.txt", "a b+c~d.txt", "ünï/ключ.bin", "q?a=b&c=%41.txt", "dir//x/./y", "*(!)'$,;:@"]:
         client.put_object(Bucket=bucket, Key=key, Body=b"x")
         assert direct.url(bucket, key) == sent[-1].split("?")[0]
+
+
+def test_an_object_stored_gzip_encoded_arrives_as_stored(s3: Any, bucket_factory, tmp_path: Path) -> None:
+    """Content-Encoding: gzip is how the object is stored, not a transfer detail: the staged
+    file (and a stdin stream) holds the stored bytes, as GetObject returns them."""
+    bucket = bucket_factory()
+    stored = gzip.compress(b"hello world\n" * 1000)
+    s3.put_object(Bucket=bucket, Key="a.gz", Body=stored, ContentEncoding="gzip")
+    storage = Storage()
+    record = storage.download(f"s3://{bucket}/a.gz", tmp_path / "a.gz", size=len(stored))
+    assert (tmp_path / "a.gz").read_bytes() == stored
+    assert record.md5 == hashlib.md5(stored).hexdigest()
+    with storage.open_read(f"s3://{bucket}/a.gz") as stream:
+        assert stream.read() == stored
