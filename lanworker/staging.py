@@ -226,9 +226,11 @@ def stage_inputs(
                 raise JobFailed(f"input directory {prefix} matched no objects", reason="missing-object")
             logger.warning("input prefix %s matched no objects", prefix, extra={"action": "staging"})
         for item in found:
-            downloads.setdefault(
-                item.uri, workspace.input_path(item.uri, f"object {item.uri} under {prefix}")
-            )
+            local = workspace.input_path(item.uri, f"object {item.uri} under {prefix}")
+            if item.is_folder:
+                local.mkdir(parents=True, exist_ok=True)
+                continue
+            downloads.setdefault(item.uri, local)
             sizes[item.uri] = item.size
     records = parallel(
         lambda item: storage.download(item[0], item[1], checkpoint, sizes.get(item[0])),

@@ -74,6 +74,12 @@ class ObjectInfo:
     uri: str
     size: int | None  # from the listing; None where it does not say
 
+    @property
+    def is_folder(self) -> bool:
+        """A key ending in '/': a folder marker (the S3 console's "Create folder", s3fs,
+        Hadoop), staged as a directory, never as a file."""
+        return self.uri.endswith("/")
+
 
 @dataclass(frozen=True)
 class S3Location:

@@ -142,9 +142,12 @@ def stage_task_inputs(
             prefix = item.url.rstrip("/") + "/"
             host.mkdir(parents=True, exist_ok=True)
             for found in storage.list_objects(prefix):
-                downloads.append(
-                    (found.uri, host / safe_relative(found.uri[len(prefix) :], label), found.size)
-                )
+                relative = found.uri[len(prefix) :]
+                if found.is_folder:
+                    if relative:
+                        (host / safe_relative(relative, label)).mkdir(parents=True, exist_ok=True)
+                    continue
+                downloads.append((found.uri, host / safe_relative(relative, label), found.size))
         else:
             assert item.url is not None
             downloads.append((item.url, host, None))

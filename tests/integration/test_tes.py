@@ -100,6 +100,8 @@ def test_a_task_with_s3_and_content_inputs_directory_and_wildcard_outputs(
     s3.put_object(Bucket=bucket, Key="in/data.txt", Body=b"from s3\n")
     s3.put_object(Bucket=bucket, Key="in/dir/a.txt", Body=b"A")
     s3.put_object(Bucket=bucket, Key="in/dir/sub/b.txt", Body=b"B")
+    for marker in ("in/dir/", "in/dir/empty/"):  # folder markers, as the S3 console makes them
+        s3.put_object(Bucket=bucket, Key=marker, Body=b"")
     task = tes.Task(
         name="full-task",
         tags={"project": "lanworker", "run": "1"},
@@ -110,7 +112,7 @@ def test_a_task_with_s3_and_content_inputs_directory_and_wildcard_outputs(
         ],
         volumes=["/vol"],
         executors=[
-            busybox("sh /inputs/script.sh && cat /inputs/dir/sub/b.txt"),
+            busybox("sh /inputs/script.sh && test -d /inputs/dir/empty && cat /inputs/dir/sub/b.txt"),
             busybox(
                 "mkdir -p /out/tree/deep && cp /vol/upper.txt /out/result.txt && echo t > /out/tree/deep/t.txt "
                 "&& echo 1 > /out/x.log && echo 2 > /out/y.log",

@@ -106,6 +106,10 @@ def test_directory_input_downloads_a_whole_prefix(s3, bucket_factory, queue_fact
     bucket = bucket_factory()
     for index in range(1200):  # more than one list page
         put(s3, bucket, f"many/{index:05d}.txt", str(index))
+    # Folder markers, as the S3 console's "Create folder" leaves them: directories, not files.
+    for marker in ("many/", "many/empty/", "many/sub/"):
+        put(s3, bucket, marker, "")
+    put(s3, bucket, "many/sub/c.txt", "c")
     message = {
         "service": "tool",
         "command": {"arguments": [{"type": "input", "name": "--arg1", "value": f"s3://{bucket}/many/"}]},
@@ -114,7 +118,7 @@ def test_directory_input_downloads_a_whole_prefix(s3, bucket_factory, queue_fact
         worker_factory, queue_factory(), queue_factory(), json.dumps(message), transfer_concurrency=16
     )
     assert result["state"] == "succeeded", result
-    assert len(result["inputs"]) == 1200
+    assert len(result["inputs"]) == 1201
     assert result["stdout"]["text"].endswith("/in/s3/" + bucket + "/many/\n")
 
 
