@@ -13,6 +13,9 @@ What stays the same as a GetObject or PutObject call:
 - the endpoint and addressing style (AWS_ENDPOINT_URL, path or virtual host): learned
   once per bucket from a URL the client itself builds; keys are percent-encoded as S3's
   canonical request expects;
+- buckets in another region: the answers S3 gives a request signed for the wrong region
+  (a redirect, PermanentRedirect, AuthorizationHeaderMalformed) send that bucket's
+  transfers through botocore's own calls from then on, which follow the bucket's region;
 - the errors: an answer other than 200 becomes the botocore ClientError the storage
   layer already maps (404 missing-object, 403 access-denied, 5xx and throttling
   transient); urllib3's connection and timeout errors are transient. A short body raises
@@ -23,6 +26,7 @@ What stays the same as a GetObject or PutObject call:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any, BinaryIO, cast
@@ -33,11 +37,19 @@ import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from lanworker.retries import client_error_code
+
+logger = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 ERROR_BODY_BYTES = 64 * 1024
 _ERROR_FIELD = re.compile(rb"<(Code|Message)>([^<]*)</\1>")
 _PROBE_KEY = "k"
+# What S3 answers a request signed for the wrong region (besides a 3xx redirect).
+ELSEWHERE_CODES = frozenset(
+    {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
+)
 
 
 class DirectS3:
@@ -53,30 +65,51 @@ class DirectS3:
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
         )
         self._bases: dict[str, str] = {}
+        self._elsewhere: set[str] = set()  # buckets in another region than the client's
         self._lock = threading.Lock()
 
     def open(self, bucket: str, key: str) -> BinaryIO:
-        url, headers = self._signed("GET", bucket, key, b"", {})
-        # decode_content=False: the object's bytes as stored, as GetObject gives them; urllib3
-        # would otherwise inflate an object stored with Content-Encoding: gzip.
-        response = self.pool.request(
-            "GET", url, headers=headers, preload_content=False, redirect=False, decode_content=False
-        )
-        if response.status != 200:
-            raise _client_error(response, "GetObject")
-        return cast(BinaryIO, response)
+        if bucket not in self._elsewhere:
+            url, headers = self._signed("GET", bucket, key, b"", {})
+            # decode_content=False: the object's bytes as stored, as GetObject gives them;
+            # urllib3 would otherwise inflate an object stored with Content-Encoding: gzip.
+            response = self.pool.request(
+                "GET", url, headers=headers, preload_content=False, redirect=False, decode_content=False
+            )
+            if response.status == 200:
+                return cast(BinaryIO, response)
+            self._refused(bucket, response, "GetObject")
+        return cast(BinaryIO, self.client.get_object(Bucket=bucket, Key=key)["Body"])
 
     def put(self, bucket: str, key: str, body: bytes, md5_base64: str) -> None:
-        url, headers = self._signed(
-            "PUT", bucket, key, body, {"Content-MD5": md5_base64, "Content-Length": str(len(body))}
-        )
-        response = self.pool.request(
-            "PUT", url, body=body, headers=headers, preload_content=False, redirect=False
-        )
-        if response.status != 200:
-            raise _client_error(response, "PutObject")
-        response.drain_conn()
-        response.release_conn()
+        if bucket not in self._elsewhere:
+            url, headers = self._signed(
+                "PUT", bucket, key, body, {"Content-MD5": md5_base64, "Content-Length": str(len(body))}
+            )
+            response = self.pool.request(
+                "PUT", url, body=body, headers=headers, preload_content=False, redirect=False
+            )
+            if response.status == 200:
+                response.drain_conn()
+                response.release_conn()
+                return
+            self._refused(bucket, response, "PutObject")
+        self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5_base64)
+
+    def _refused(self, bucket: str, response: urllib3.BaseHTTPResponse, operation: str) -> None:
+        """Raise the refusal as botocore would; return (the caller then goes through
+        botocore) when it says the bucket lives in another region."""
+        error = _client_error(response, operation)
+        if response.status in (301, 302, 307) or client_error_code(error) in ELSEWHERE_CODES:
+            logger.info(
+                "bucket %s is not in %s: its transfers go through botocore, which follows it",
+                bucket,
+                self.region,
+            )
+            with self._lock:
+                self._elsewhere.add(bucket)
+            return
+        raise error
 
     def _signed(
         self, method: str, bucket: str, key: str, body: bytes, headers: dict[str, str]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import itertools
 import json
 import os
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -177,3 +179,68 @@ def test_an_object_stored_gzip_encoded_arrives_as_stored(s3: Any, bucket_factory
     assert record.md5 == hashlib.md5(stored).hexdigest()
     with storage.open_read(f"s3://{bucket}/a.gz") as stream:
         assert stream.read() == stored
+
+
+class _BucketInEuWest1(http.server.BaseHTTPRequestHandler):
+    """Answers as S3 does for a bucket in eu-west-1: a request signed for another region
+    gets 301 PermanentRedirect naming the bucket's region; one signed for eu-west-1 is served."""
+
+    objects: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:
+        if self._elsewhere():
+            return
+        data = self.objects.get(self.path)
+        if data is None:
+            self._answer(404, b"<Error><Code>NoSuchKey</Code><Message>none</Message></Error>")
+        else:
+            self._answer(200, data, {"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
+
+    def do_PUT(self) -> None:
+        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self._elsewhere():
+            return
+        self.objects[self.path] = data
+        self._answer(200, b"", {"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
+
+    def _elsewhere(self) -> bool:
+        if "/eu-west-1/s3/" in self.headers.get("Authorization", ""):
+            return False
+        body = b"<Error><Code>PermanentRedirect</Code><Message>use the eu-west-1 endpoint</Message></Error>"
+        self._answer(301, body, {"x-amz-bucket-region": "eu-west-1"})
+        return True
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_bucket_in_another_region_is_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker signs for us-east-1, the bucket is in eu-west-1: small uploads, downloads
+    and stdin streams still arrive, through botocore's calls that follow the bucket."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BucketInEuWest1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        storage = Storage(retry_budget_s=1)
+        source = tmp_path / "up.txt"
+        source.write_bytes(b"far away" * 100)
+        with source.open("rb") as handle:
+            sent = storage.upload(handle, "s3://faraway/dir/up.txt")
+        assert _BucketInEuWest1.objects["/faraway/dir/up.txt"] == b"far away" * 100
+        back = storage.download("s3://faraway/dir/up.txt", tmp_path / "back.txt", size=800)
+        assert (tmp_path / "back.txt").read_bytes() == b"far away" * 100 and back.md5 == sent.md5
+        with storage.open_read("s3://faraway/dir/up.txt") as stream:
+            assert stream.read() == b"far away" * 100
+    finally:
+        server.shutdown()
