@@ -16,6 +16,7 @@ What stays the same as a GetObject or PutObject call:
 - buckets in another region: the answers S3 gives a request signed for the wrong region
   (a redirect, PermanentRedirect, AuthorizationHeaderMalformed) send that bucket's
   transfers through botocore's own calls from then on, which follow the bucket's region;
+  S3 Express directory buckets always go through botocore (session credentials);
 - the errors: an answer other than 200 becomes the botocore ClientError the storage
   layer already maps (404 missing-object, 403 access-denied, 5xx and throttling
   transient); urllib3's connection and timeout errors are transient. A short body raises
@@ -65,11 +66,11 @@ class DirectS3:
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
         )
         self._bases: dict[str, str] = {}
-        self._elsewhere: set[str] = set()  # buckets in another region than the client's
+        self._elsewhere: set[str] = set()  # buckets only botocore's calls reach
         self._lock = threading.Lock()
 
     def open(self, bucket: str, key: str) -> BinaryIO:
-        if bucket not in self._elsewhere:
+        if self._direct(bucket):
             url, headers = self._signed("GET", bucket, key, b"", {})
             # decode_content=False: the object's bytes as stored, as GetObject gives them;
             # urllib3 would otherwise inflate an object stored with Content-Encoding: gzip.
@@ -82,7 +83,7 @@ class DirectS3:
         return cast(BinaryIO, self.client.get_object(Bucket=bucket, Key=key)["Body"])
 
     def put(self, bucket: str, key: str, body: bytes, md5_base64: str) -> None:
-        if bucket not in self._elsewhere:
+        if self._direct(bucket):
             url, headers = self._signed(
                 "PUT", bucket, key, body, {"Content-MD5": md5_base64, "Content-Length": str(len(body))}
             )
@@ -95,6 +96,12 @@ class DirectS3:
                 return
             self._refused(bucket, response, "PutObject")
         self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5_base64)
+
+    def _direct(self, bucket: str) -> bool:
+        """False for buckets only botocore's calls reach: one in another region, and S3
+        Express directory buckets (`--x-s3`), whose requests carry session credentials
+        botocore makes."""
+        return bucket not in self._elsewhere and not bucket.endswith("--x-s3")
 
     def _refused(self, bucket: str, response: urllib3.BaseHTTPResponse, operation: str) -> None:
         """Raise the refusal as botocore would; return (the caller then goes through
