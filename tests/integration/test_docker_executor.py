@@ -118,12 +118,26 @@ def test_timeout_kills_the_container(run_docker, busybox_image, docker_client) -
     assert leftover == []
 
 
-@pytest.mark.parametrize("attempt", range(3))  # the engine's OOM flag used to race the exit
-def test_memory_limit_oom_kill_is_reported(run_docker, busybox_image, attempt: int) -> None:
-    message = sh(busybox_image, "dd if=/dev/zero of=/dev/null bs=64M count=1", resources={"memory_mb": 16})
-    result = run_docker(message)
-    assert (result["state"], result["reason"]) == ("failed", "oom"), result
-    assert "memory limit" in result["error"]
+def test_memory_limit_oom_kill_is_reported(run_docker, busybox_image) -> None:
+    """The engine (containerd, cgroup v1 here) loses about one OOM kill in a hundred: none
+    of its flag and its event ever appear. Such a run must still fail with exit code 137
+    and an error naming the memory limit; of three runs at least one is confirmed `oom`."""
+    results = [
+        run_docker(
+            sh(busybox_image, "dd if=/dev/zero of=/dev/null bs=64M count=1", resources={"memory_mb": 16})
+        )
+        for _ in range(3)
+    ]
+    for result in results:
+        assert result["state"] == "failed" and "memory limit" in result["error"], result
+        assert result["reason"] == "oom" or (result["reason"], result["exit_code"]) == ("exit-code", 137)
+    assert any(result["reason"] == "oom" for result in results), results
+
+
+def test_a_sigkill_the_engine_did_not_call_oom_names_the_memory_limit(run_docker, busybox_image) -> None:
+    result = run_docker(sh(busybox_image, "sleep 30 & kill -9 $!; wait $!; exit $?"))
+    assert (result["state"], result["reason"], result["exit_code"]) == ("failed", "exit-code", 137)
+    assert "memory limit" in result["error"] and "did not record an OOM kill" in result["error"]
 
 
 def test_image_not_on_allowlist_is_dead_lettered(run_docker, tmp_path: Path) -> None:
