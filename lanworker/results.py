@@ -139,20 +139,21 @@ class ResultReporter:
 
 
 def _outgoing(document: dict[str, Any], limit_bytes: int | None, target: str) -> Outgoing:
+    """The result as a message; serialised once, and again only when it must be cut."""
     attributes = {"lanworker-job-id": str(document["job_id"])}
-    if limit_bytes is not None:
+    body = json.dumps(document)
+    if limit_bytes is not None and len(body) > limit_bytes - ATTRIBUTES_ROOM_BYTES:
         fitted = fit_result(document, limit_bytes - ATTRIBUTES_ROOM_BYTES)
-        if fitted is not document:
-            logger.warning(
-                "result of job %s cut to fit the %d-byte messages of %s: %s",
-                document["job_id"],
-                limit_bytes,
-                target,
-                ", ".join(fitted["cut"]),
-                extra={"job_id": document["job_id"], "action": "result"},
-            )
-        document = fitted
-    return Outgoing(json.dumps(document), attributes)
+        logger.warning(
+            "result of job %s cut to fit the %d-byte messages of %s: %s",
+            document["job_id"],
+            limit_bytes,
+            target,
+            ", ".join(fitted["cut"]),
+            extra={"job_id": document["job_id"], "action": "result"},
+        )
+        body = json.dumps(fitted)
+    return Outgoing(body, attributes)
 
 
 def fit_result(document: dict[str, Any], limit_bytes: int) -> dict[str, Any]:
@@ -227,10 +228,13 @@ class EventPublisher:
         if not self.target:
             return
         try:
+            body = json.dumps(event)
             if isinstance(event.get("result"), dict):
-                room = self._limit_bytes() - ATTRIBUTES_ROOM_BYTES - _json_bytes({**event, "result": {}})
-                event["result"] = fit_result(event["result"], room)
-            self._send(json.dumps(event))
+                limit_bytes = self._limit_bytes() - ATTRIBUTES_ROOM_BYTES
+                if len(body) > limit_bytes:
+                    room = limit_bytes - _json_bytes({**event, "result": {}})
+                    body = json.dumps({**event, "result": fit_result(event["result"], room)})
+            self._send(body)
         except Exception as exc:
             logger.warning(
                 "could not publish %s event of job %s: %s", state, job_id, exc, extra={"job_id": job_id}
