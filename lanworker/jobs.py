@@ -24,6 +24,7 @@ from lanworker import __version__
 from lanworker.config import WorkerConfig
 from lanworker.errors import CannotStart, Interrupted, InvalidMessage, JobFailed, TransientError
 from lanworker.executors.base import (
+    EXIT_SIGKILL,
     ExecutionRequest,
     ExecutionResult,
     Executor,
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # as in the command schema
 DISK_CHECK_INTERVAL_S = 2.0
-SIGKILL_EXIT_CODE = 128 + 9
 
 
 def cancel_marker(control_url: str, job_id: str) -> str:
@@ -450,7 +450,7 @@ class JobRunner:
             return _STOP_TEXT[stop]
         if execution.oom_killed:
             return f"command was killed for exceeding its memory limit (exit code {execution.exit_code})"
-        if execution.exit_code == SIGKILL_EXIT_CODE and self.executor.kind == "docker":
+        if execution.exit_code == EXIT_SIGKILL and self.executor.kind == "docker":
             # The engine can miss an OOM kill of a container that exits at once after it.
             return (
                 "command was killed by SIGKILL (exit code 137): in a container most often its "

@@ -122,6 +122,9 @@ class ExecutionRequest:
     task: TaskLayout | None = None  # a container task's mounts (messages with executors)
 
 
+EXIT_SIGKILL = 128 + 9  # how a shell, or the engine, reports a process killed by SIGKILL
+
+
 @dataclass
 class ExecutionResult:
     exit_code: int | None

@@ -30,7 +30,14 @@ from docker.utils.socket import frames_iter
 
 from lanworker.config import WorkerConfig
 from lanworker.errors import CannotStart, ConfigError, InvalidMessage, JobFailed, TransientError
-from lanworker.executors.base import CapturedStream, ExecutionRequest, ExecutionResult, JobTerms, feed_stdin
+from lanworker.executors.base import (
+    EXIT_SIGKILL,
+    CapturedStream,
+    ExecutionRequest,
+    ExecutionResult,
+    JobTerms,
+    feed_stdin,
+)
 from lanworker.messages import CommandMessage, schema_errors
 from lanworker.retries import Backoff
 from lanworker.staging import PathMapper, Workspace
@@ -46,7 +53,6 @@ STDERR = 2  # the engine's stream id in attach frames; 1 is stdout
 REFUSED_NETWORKS = frozenset({"host"})
 PULL_BACKOFF = Backoff(attempts=4, budget_s=120.0)
 OOM_SETTLE_S = 3.0  # how long the engine may take to record an OOM kill after the exit
-EXIT_SIGKILL = 137
 KILL_WAIT_S = 60.0
 TAIL_BYTES = (
     16 * 1024
