@@ -1,6 +1,7 @@
 """Error kinds, grouped by what the worker loop must do with the message.
 
 - InvalidMessage: the message can never succeed; report it and dead-letter it.
+  MessageRefused, one of them, is a message a queue would not take from us.
 - JobFailed: the job ran (or tried to) and failed; report it and delete the message.
 - TransientError: infrastructure trouble; leave the message for redelivery.
 - ConfigError: the worker itself is misconfigured; refuse to start.
@@ -35,6 +36,13 @@ class InvalidMessage(LanworkerError):
     def __init__(self, message: str, details: list[str] | None = None) -> None:
         super().__init__(message)
         self.details = details or []
+
+
+class MessageRefused(InvalidMessage):
+    """A queue refused to take a message as it is (too large, characters or attributes it
+    does not accept): sending the same message again cannot succeed."""
+
+    kind = "refused"
 
 
 class JobFailed(LanworkerError):

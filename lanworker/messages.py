@@ -17,7 +17,7 @@ from lanworker.errors import InvalidMessage
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, ValidationError
 
-MAX_MESSAGE_BYTES = 256 * 1024  # the SQS limit; the local queue enforces it too
+MAX_MESSAGE_BYTES = 1024 * 1024  # the largest message SQS takes (1 MiB since 2025): larger is refused unread
 MAX_NESTING = 32  # no message needs more; deeper documents are refused before the schema runs
 
 READABLE_SCHEMES = ("s3", "file", "http", "https")

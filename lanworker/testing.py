@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lanworker.config import WorkerConfig, build_config
-from lanworker.errors import StaleReceipt
+from lanworker.errors import MessageRefused, StaleReceipt
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms
 from lanworker.jobs import JobRunner
 from lanworker.messages import CommandMessage
@@ -66,7 +66,7 @@ class InMemoryQueue:
         deduplication_id: str | None = None,
     ) -> str:
         if self.max_bytes is not None and len(body.encode()) > self.max_bytes:
-            raise ValueError(f"message must be shorter than {self.max_bytes} bytes")  # as SQS refuses it
+            raise MessageRefused(f"{self.url} refused the message: longer than {self.max_bytes} bytes")
         message_id = f"m{next(self._order):04d}-{uuid.uuid4().hex[:6]}"
         with self._lock:
             self.messages[message_id] = _Stored(

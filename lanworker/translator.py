@@ -3,7 +3,9 @@
 An event message is deleted only after every command it produced was sent. A crash in
 between re-sends on redelivery; each command carries a deduplication key (bucket, key,
 version/sequencer/etag, rule) as the `lanworker-dedup-key` attribute and, on FIFO
-targets, as MessageDeduplicationId, so consumers can drop duplicates.
+targets, as MessageDeduplicationId, so consumers can drop duplicates. An event that is
+not one, or one a command of which its target queue refuses (too large, say), is
+dead-lettered whole with the reason: sending it again could not help.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lanworker.config import WorkerConfig, build_config
-from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable, TransientError
+from lanworker.errors import ConfigError, InvalidMessage, MessageRefused, QueueUnreachable, TransientError
 from lanworker.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from lanworker.logs import configure_logging
 from lanworker.polling import ReceiveLoop
@@ -101,15 +103,16 @@ class Translator:
         try:
             commands = self.translate(message.body)
         except InvalidMessage as exc:
-            logger.error(
-                "event message %s dead-lettered: %s", message.message_id, exc, extra={"action": "dead-letter"}
-            )
-            self.counts["dead-lettered"] += 1
-            self.events.dead_letter(message, str(exc))
+            self._dead_letter(message, str(exc))
             return
         try:
             for command in commands:
-                self.send(command, message.message_id)
+                try:
+                    self.send(command, message.message_id)
+                except MessageRefused as exc:
+                    # The same event would render the same command: only a human can help.
+                    self._dead_letter(message, f"rule {command.rule.name}: {exc}")
+                    return
                 logger.info(
                     "rule %s: sent %s to %s",
                     command.rule.name,
@@ -129,6 +132,13 @@ class Translator:
             return
         self.counts["commands"] += len(commands)
         self.events.delete(message)
+
+    def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        logger.error(
+            "event message %s dead-lettered: %s", message.message_id, reason, extra={"action": "dead-letter"}
+        )
+        self.counts["dead-lettered"] += 1
+        self.events.dead_letter(message, reason)
 
     def run(self) -> None:
         self.events.check()

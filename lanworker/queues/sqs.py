@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import botocore.config
 import botocore.session
 
-from lanworker.errors import QueueUnreachable, StaleReceipt
+from lanworker.errors import MessageRefused, QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
 from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
 
@@ -34,6 +34,18 @@ STALE_CODES = frozenset(
     }
 )
 RECEIPT_ACTIONS = frozenset({"delete", "change visibility"})  # where a refusal means a stale receipt
+# What SQS answers a send it will never take: too large, characters outside its set,
+# bad attributes, a FIFO parameter missing.
+REFUSED_CODES = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidMessageContents",
+        "MissingParameter",
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+        "AWS.SimpleQueueService.InvalidParameterValue",
+    }
+)
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 BACKOFF = Backoff()
 HEARTBEAT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # a heartbeat must not outlast its interval
@@ -45,6 +57,8 @@ def _translate(exc: Exception, action: str, url: str) -> Exception:
     code = client_error_code(exc)
     if code in STALE_CODES and action in RECEIPT_ACTIONS:
         return StaleReceipt(f"{action} on {url}: receipt no longer valid ({code})")
+    if code in REFUSED_CODES and action == "send":
+        return MessageRefused(f"{url} refused the message: {exc}")
     if code in MISSING_QUEUE_CODES:
         return QueueUnreachable(f"{action} on {url}: queue does not exist")
     if is_transient(exc):

@@ -20,13 +20,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from lanworker import __version__
+from lanworker.errors import MessageRefused
 from lanworker.jobs import cancel_marker
 from lanworker.messages import READABLE_SCHEMES
 from lanworker.queues import Queue
 from lanworker.storage import Storage
 from lanworker.tes.convert import TaskRefused, new_record, new_task_id, task_to_message, to_tes
 from lanworker.tes.models import State, TesTask
-from lanworker.tes.store import Record, TaskStore
+from lanworker.tes.store import Record, RecordTooLarge, TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class TesService:
     def create(self, task: TesTask) -> str:
         task_id = new_task_id()
         message, notes = task_to_message(task, task_id, self.allow_local_files)
-        self.store.create(new_record(task, task_id, message, notes))
+        self.store.create(new_record(task, task_id, notes))
         try:
             self.queue.send(json.dumps(message))
         except Exception as exc:
@@ -201,7 +202,7 @@ def _routes(app: FastAPI, service: TesService, prefix: str) -> None:
             task_id = service.create(task)
         except ValidationError as exc:
             return _error(400, _describe(exc.errors()))
-        except TaskRefused as exc:
+        except (TaskRefused, RecordTooLarge, MessageRefused) as exc:  # the last two: too large
             return _error(400, str(exc))
         except Exception as exc:
             logger.error("task not queued: %s", exc, extra={"action": "queued"})

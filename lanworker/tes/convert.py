@@ -119,7 +119,7 @@ def _check_scheme(where: str, url: str, allowed: tuple[str, ...], allow_local_fi
         raise TaskRefused(f"{where}: {url!r} uses an unsupported scheme (supported: {', '.join(usable)})")
 
 
-def new_record(task: TesTask, task_id: str, message: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+def new_record(task: TesTask, task_id: str, notes: list[str]) -> dict[str, Any]:
     now = time.time()
     return {
         "id": task_id,
@@ -130,7 +130,6 @@ def new_record(task: TesTask, task_id: str, message: dict[str, Any], notes: list
         "state": State.QUEUED.value,
         "tags": dict(task.tags or {}),
         "task": task.model_dump(exclude_none=True),
-        "message": message,
         "system_logs": notes,
         "events": [{"state": "submitted", "time": now}],
         "cancel_requested": False,

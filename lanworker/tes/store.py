@@ -26,6 +26,7 @@ from lanworker.errors import ConfigError, QueueUnreachable
 from lanworker.sqlite import connect, immediate
 
 Record = dict[str, Any]
+DYNAMODB_ITEM_BYTES = 400 * 1024
 Change = Callable[[Record | None], Record | None]  # None: leave the record as it is
 
 
@@ -47,6 +48,10 @@ class TaskStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many records are in each state."""
+
+
+class RecordTooLarge(ValueError):
+    """The store cannot hold a record this large (DynamoDB: 400 KB an item)."""
 
 
 def encode_token(created_at: float, task_id: str) -> str:
@@ -221,11 +226,15 @@ class DynamoTaskStore:
         }
 
     def create(self, record: Record) -> None:
+        item = self._item(record, 1)
+        if len(item["doc"]["S"]) > DYNAMODB_ITEM_BYTES - 1024:  # the other attributes need some room
+            raise RecordTooLarge(
+                f"the task is {len(item['doc']['S'])} bytes as a record; "
+                f"a DynamoDB item holds {DYNAMODB_ITEM_BYTES} (inline content is the usual cause)"
+            )
         try:
             self.client.put_item(
-                TableName=self.table,
-                Item=self._item(record, 1),
-                ConditionExpression="attribute_not_exists(id)",
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(id)"
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             raise KeyError(record["id"]) from None

@@ -76,7 +76,7 @@ def test_poison_messages_are_dead_lettered_while_valid_ones_complete(
 
 def test_oversized_and_infrastructure_poison_on_the_local_queue(tmp_path: Path, worker_factory) -> None:
     queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs", max_receives=2)
-    oversized = json.dumps({"service": "tool", "padding": "x" * 300_000})
+    oversized = json.dumps({"service": "tool", "padding": "x" * 1_100_000})
     unreachable = f"http://127.0.0.1:{free_port()}/input.txt"  # nothing listens: a transient failure, forever
     infrastructure = json.dumps(
         {
@@ -103,7 +103,7 @@ def test_oversized_and_infrastructure_poison_on_the_local_queue(tmp_path: Path, 
         time.sleep(0.5)
     letters = {letter.body: letter.reason for letter in queue.list_dead_letters(10)}
     assert set(letters) == {oversized, infrastructure}
-    assert "over the 262144 byte limit" in letters[oversized]
+    assert "over the 1048576 byte limit" in letters[oversized]
     assert "received 2 times" in letters[infrastructure] and "last error:" in letters[infrastructure]
     assert "127.0.0.1" in letters[infrastructure]
 

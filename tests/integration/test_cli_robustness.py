@@ -12,7 +12,7 @@ import pytest
 
 from lanworker import exitcodes
 from lanworker.queues import LocalQueue
-from tests.helpers.processes import run_cli, start_cli, wait_until
+from tests.helpers.processes import cli_env, run_cli, start_cli, wait_until
 
 TOOL = str(Path(__file__).resolve().parents[1] / "helpers" / "tool.py")
 
@@ -195,3 +195,12 @@ def test_translate_dry_run_says_why_and_reads_on_after_a_bad_file(tmp_path: Path
         f"{removed}: record 0 (ObjectRemoved:Delete s3://gen3-upload/x/y.bam): no rule fires on"
         in completed.stderr
     )
+
+
+def test_submit_of_a_message_the_queue_refuses_is_a_clear_error(moto_server, queue_factory, tmp_path) -> None:
+    url = queue_factory(attributes={"MaximumMessageSize": "1024"})
+    path = tmp_path / "message.json"
+    path.write_text(job(env={"PAD": "x" * 2000}))
+    completed = run_cli("submit", "--queue", url, str(path), env=cli_env(**moto_server.environment()))
+    assert completed.returncode == exitcodes.EXIT_FAILED, completed.stderr
+    assert "refused the message" in completed.stderr and "Traceback" not in completed.stderr

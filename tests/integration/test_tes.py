@@ -292,7 +292,8 @@ def _answers(url: str) -> bool:
 def test_two_api_nodes_share_a_dynamodb_store(
     moto_server: MotoServer, queue_factory: Callable[..., str], busybox_image: str, tmp_path: Path
 ) -> None:
-    jobs, events = queue_factory(), queue_factory()
+    jobs = queue_factory(attributes={"MaximumMessageSize": str(256 * 1024)})  # as queues made before 2025
+    events = queue_factory()
     control = f"{tmp_path}/control"
     table = f"tasks-{uuid.uuid4().hex[:8]}"
     env = cli_env(**moto_server.environment())
@@ -336,6 +337,15 @@ def test_two_api_nodes_share_a_dynamodb_store(
         wait_until(lambda: b.get_task(long).state == "RUNNING", 60, "the long task to run")
         b.cancel_task(long)
         wait_until(lambda: a.get_task(long).state == "CANCELED", 60, "the cancel to reach node a")
+        # Inline content beyond what the queue (256 KiB) or DynamoDB (400 KB) take: a 400 that
+        # says so, not a 503 inviting the client to try again.
+        for inputs, fragment in ((3, "refused the message"), (5, "a DynamoDB item holds")):
+            fat = {
+                "executors": [{"image": busybox_image, "command": ["true"]}],
+                "inputs": [{"path": f"/data/{n}.txt", "content": "x" * 100_000} for n in range(inputs)],
+            }
+            refused = requests.post(f"{a.url}/ga4gh/tes/v1/tasks", json=fat, timeout=30)
+            assert refused.status_code == 400 and fragment in refused.text, refused.text
     finally:
         for process in (*nodes, worker):
             process.terminate()

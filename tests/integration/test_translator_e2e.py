@@ -156,6 +156,39 @@ def test_unreachable_target_releases_the_event(moto_server, s3, queue_factory, r
     assert SqsQueue(dead).receive(10, 0, 30) == []
 
 
+def test_a_command_the_target_refuses_dead_letters_its_event(moto_server, queue_factory, tmp_path) -> None:
+    """SQS refuses a command larger than the target's MaximumMessageSize: the event goes to
+    the dead-letter queue with the reason at once, instead of coming back until redrive."""
+    events, dead = queue_factory(), queue_factory()
+    jobs = queue_factory(attributes={"MaximumMessageSize": "1024"})
+    rules = tmp_path / "rules.json"
+    command = {"service": "tool", "env": {"PAD": "x" * 2000}, "command": {}}
+    rules.write_text(
+        json.dumps(
+            {"rules": [{"name": "padded", "match": {"bucket": "b1"}, "target": jobs, "command": command}]}
+        )
+    )
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": "b1"}, "object": {"key": "incoming/x", "size": 1}},
+                }
+            ]
+        }
+    )
+    SqsQueue(events).send(body)
+    translate_once(moto_server, rules, events, dead)
+    [letter] = SqsQueue(dead).receive(10, 1, 30)
+    assert letter.body == body
+    reason = letter.attributes["lanworker-dead-letter-reason"]
+    assert "rule padded" in reason and "refused the message" in reason
+    assert SqsQueue(events).receive(10, 0, 30) == []
+    assert SqsQueue(jobs).receive(10, 0, 30) == []
+
+
 def test_check_and_dry_run_work_offline(tmp_path: Path) -> None:
     completed = run_cli("translate", "--check", "examples/rules/gen3.yaml")
     assert completed.returncode == 0 and "3 rule(s), ok" in completed.stdout

@@ -103,3 +103,9 @@ def test_parameter_values_become_strings_and_bare_flags_have_none() -> None:
 def test_oversized_message_is_invalid() -> None:
     with pytest.raises(InvalidMessage, match="limit"):
         messages.parse(b'{"service": "' + b"x" * (messages.MAX_MESSAGE_BYTES + 1) + b'"}')
+
+
+def test_messages_up_to_the_sqs_maximum_of_1_mib_are_read() -> None:
+    """SQS has taken messages up to 1 MiB since 2025: one of 900 KB must run, not be dead-lettered."""
+    body = json.dumps({"service": "s", "env": {"PAD": "x" * 900_000}, "command": {"arguments": []}})
+    assert messages.parse(body.encode()).env["PAD"] == "x" * 900_000

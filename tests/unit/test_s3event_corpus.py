@@ -145,3 +145,18 @@ def test_why_nothing_was_produced() -> None:
     assert "ignored prefix" in note
     [note] = translate_body(rules, json.dumps({"Event": "s3:TestEvent"}), Counter()).notes
     assert "TestEvent" in note
+
+
+def test_an_event_whose_command_the_target_refuses_is_dead_lettered_not_redelivered() -> None:
+    events, jobs = InMemoryQueue("memory://events"), InMemoryQueue("memory://jobs")
+    jobs.max_bytes = 200  # every command of this rule is larger
+    message_id = events.send(json.dumps({"Records": [record()]}))
+    config = build_config({"mode": "client", "once": True, "wait_time_s": 0}, {})
+    rules = RuleSet(
+        [Rule("fat", "b", "memory://jobs", {"service": "s", "env": {"PAD": "x" * 300}, "command": {}})], {}
+    )
+    Translator(rules, events, QueueCache(lambda _url: jobs), config).run()
+    assert events.ops(message_id) == ["send", "receive", "dead-letter"]
+    [letter] = events.dead_letters
+    assert "rule fat" in letter.reason and "longer than 200 bytes" in letter.reason
+    assert jobs.messages == {}
