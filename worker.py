@@ -3,7 +3,7 @@
 
 import sys
 
-from lanworker.cli import main
+from lanworker.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
