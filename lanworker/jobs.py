@@ -450,11 +450,11 @@ class JobRunner:
             return _STOP_TEXT[stop]
         if execution.oom_killed:
             return f"command was killed for exceeding its memory limit (exit code {execution.exit_code})"
-        if execution.exit_code == EXIT_SIGKILL and self.executor.kind == "docker":
+        if execution.exit_code == EXIT_SIGKILL and execution.memory_limit_mb is not None:
             # The engine can miss an OOM kill of a container that exits at once after it.
             return (
-                "command was killed by SIGKILL (exit code 137): in a container most often its "
-                "memory limit, though the engine did not record an OOM kill"
+                f"command was killed by SIGKILL (exit code 137): most often its memory limit "
+                f"({execution.memory_limit_mb} MB), though no OOM kill was recorded"
             )
         return f"command exited with code {execution.exit_code}"
 

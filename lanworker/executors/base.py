@@ -130,6 +130,7 @@ class ExecutionResult:
     exit_code: int | None
     stop_reason: StopReason | None = None
     oom_killed: bool = False
+    memory_limit_mb: int | None = None  # the limit the command ran under, if it had one
     details: dict[str, Any] = field(default_factory=dict)
 
 

@@ -53,6 +53,7 @@ STDERR = 2  # the engine's stream id in attach frames; 1 is stdout
 REFUSED_NETWORKS = frozenset({"host"})
 PULL_BACKOFF = Backoff(attempts=4, budget_s=120.0)
 OOM_SETTLE_S = 3.0  # how long the engine may take to record an OOM kill after the exit
+MIB = 1024 * 1024
 KILL_WAIT_S = 60.0
 TAIL_BYTES = (
     16 * 1024
@@ -253,8 +254,8 @@ class DockerExecutor:
             raise InvalidMessage(f"resources.pids {pids} is over this worker's maximum {self.max_pids}")
         limits: dict[str, Any] = {"pids_limit": pids}
         if memory_mb:
-            limits["mem_limit"] = f"{int(memory_mb)}m"
-            limits["memswap_limit"] = f"{int(memory_mb)}m"  # no swap: the limit is the limit
+            limits["mem_limit"] = int(memory_mb) * MIB
+            limits["memswap_limit"] = int(memory_mb) * MIB  # no swap: the limit is the limit
         if cpus:
             limits["nano_cpus"] = int(float(cpus) * 1e9)
         return limits
@@ -402,10 +403,11 @@ class DockerExecutor:
                     "stderr": own_err.tail_text(),
                 }
             )
-            result.exit_code, result.stop_reason, result.oom_killed = (
+            result.exit_code, result.stop_reason, result.oom_killed, result.memory_limit_mb = (
                 step.exit_code,
                 step.stop_reason,
                 step.oom_killed,
+                step.memory_limit_mb,
             )
             if step.stop_reason is not None or (step.exit_code != 0 and not executor.ignore_error):
                 break
@@ -417,10 +419,9 @@ class DockerExecutor:
     def _host_source(self, workspace: Workspace, path: Path) -> str:
         return str(Path(self.host_path(workspace)) / path.relative_to(workspace.root))
 
-    def _create(self, run: ContainerRun, request: ExecutionRequest) -> str:
+    def _create(self, run: ContainerRun, request: ExecutionRequest, limits: dict[str, Any]) -> str:
         api = self.client.api
         spec = run.spec
-        limits = self._limits(spec, request.message)
         tmpfs = {"/tmp": f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"} if spec.read_only_rootfs else None
         host_config = api.create_host_config(
             binds=run.binds,
@@ -454,7 +455,8 @@ class DockerExecutor:
 
     def _run_container(self, run: ContainerRun, request: ExecutionRequest) -> ExecutionResult:
         api = self.client.api
-        container_id = self._create(run, request)
+        limits = self._limits(run.spec, request.message)
+        container_id = self._create(run, request, limits)
         try:
             params = {"stdin": 1 if run.stdin is not None else 0, "stdout": 1, "stderr": 1, "stream": 1}
             attached = api.attach_socket(container_id, params=params)
@@ -481,6 +483,7 @@ class DockerExecutor:
                 exit_code=exit_code,
                 stop_reason=stop_reason,
                 oom_killed=oom_killed,
+                memory_limit_mb=limits["mem_limit"] // MIB if "mem_limit" in limits else None,
                 details={
                     "container_id": container_id[:12],
                     "image": run.spec.image,

@@ -135,9 +135,10 @@ def test_memory_limit_oom_kill_is_reported(run_docker, busybox_image) -> None:
 
 
 def test_a_sigkill_the_engine_did_not_call_oom_names_the_memory_limit(run_docker, busybox_image) -> None:
-    result = run_docker(sh(busybox_image, "sleep 30 & kill -9 $!; wait $!; exit $?"))
+    killed = "sleep 30 & kill -9 $!; wait $!; exit $?"
+    result = run_docker(sh(busybox_image, killed, resources={"memory_mb": 64}))
     assert (result["state"], result["reason"], result["exit_code"]) == ("failed", "exit-code", 137)
-    assert "memory limit" in result["error"] and "did not record an OOM kill" in result["error"]
+    assert "memory limit (64 MB)" in result["error"] and "no OOM kill was recorded" in result["error"]
 
 
 def test_image_not_on_allowlist_is_dead_lettered(run_docker, tmp_path: Path) -> None:

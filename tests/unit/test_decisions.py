@@ -65,6 +65,17 @@ def test_an_oom_kill_is_its_own_reason(work_root: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "limit_mb, text", [(512, "most often its memory limit (512 MB)"), (None, "code 137")]
+)
+def test_a_sigkill_names_the_memory_limit_only_under_one(work_root: Path, limit_mb, text: str) -> None:
+    executor = ScriptedExecutor([ExecutionResult(exit_code=137, memory_limit_mb=limit_mb)])
+    fake, _ = run_one(work_root, message(), executor)
+    [result] = fake.result_documents()
+    assert (result["reason"], result["exit_code"]) == ("exit-code", 137)
+    assert text in result["error"] and ("memory" in result["error"]) == (limit_mb is not None)
+
+
+@pytest.mark.parametrize(
     "body",
     ["not json", message(service=""), message(id="bad id\n"), '{"service": "x", "command": {"a": NaN}}'],
 )
