@@ -83,3 +83,8 @@ class Interrupted(LanworkerError):
     def __init__(self, reason: StopReason) -> None:
         super().__init__(f"interrupted: {reason.value}")
         self.reason = reason
+
+
+class AddressRefused(Exception):
+    """An http(s) input reached (or would reach) a loopback, link-local or private address.
+    Raised by webfetch; the storage layer makes it an InvalidMessage naming the input."""

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from lanworker.addresses import literal_address_refused
 from lanworker.config import is_local_queue
 from lanworker.messages import CommandMessage, uri_scheme
-from lanworker.webfetch import literal_address_refused
 
 # Environment names a message may not set unless the operator allows them: they change
 # what the operator's command loads or trusts (loader, interpreters, shells, proxies,

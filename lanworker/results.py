@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import botocore.session
-
 from lanworker.errors import TransientError
 from lanworker.queues import Outgoing, QueueCache
 from lanworker.retries import Backoff, as_transient, is_transient
@@ -253,6 +251,8 @@ class EventPublisher:
         assert self.target is not None
         if self.target.startswith("arn:aws:sns:"):
             if self._sns is None:
+                import botocore.session  # only for SNS targets
+
                 self._sns = botocore.session.get_session().create_client("sns")
             try:
                 self._sns.publish(TopicArn=self.target, Message=body)

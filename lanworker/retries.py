@@ -3,18 +3,21 @@
 `is_transient` reads AWS error codes, connection errors of boto, requests and urllib3;
 `Backoff` retries a call on TransientError with exponential backoff and full jitter within
 an explicit time budget (the worker's --retry-budget-s for storage calls).
+
+Invariant: this module imports none of those libraries. An exception of a library's type
+can only exist once the library is loaded, so classifying against the libraries already in
+`sys.modules` is exact, and a worker that never touches S3 or HTTP never pays their import
+(botocore alone is a third of a worker's start-up).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import botocore.exceptions
-import requests.exceptions
-import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -55,26 +58,44 @@ THROTTLING_CODES = frozenset(
     }
 )
 
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ResponseStreamingError,
-    botocore.exceptions.IncompleteReadError,
-    ConnectionError,
-    TimeoutError,
-    # http(s) inputs and the docker SDK speak requests/urllib3.
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.TimeoutError,
-)
+# Connection failures by the module that defines them: the standard library's, then those
+# of botocore, and of requests/urllib3 (http(s) inputs, the docker SDK, direct S3 calls).
+CONNECTION_ERROR_NAMES = {
+    "botocore.exceptions": (
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+    ),
+    "requests.exceptions": ("ConnectionError", "Timeout"),
+    "urllib3.exceptions": ("ProtocolError", "TimeoutError"),
+}
+
+
+def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """The named exception classes of module, or none when nothing has imported it."""
+    found = sys.modules.get(module)
+    return tuple(getattr(found, name) for name in names) if found is not None else ()
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    classes: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    for module, names in CONNECTION_ERROR_NAMES.items():
+        classes += _loaded(module, *names)
+    return classes
+
+
+def is_botocore_failure(exc: BaseException) -> bool:
+    """A BotoCoreError: botocore failed without an answer (no credentials, a connection
+    it gave up on, ...), as opposed to a ClientError, which is S3's or SQS's answer."""
+    return isinstance(exc, _loaded("botocore.exceptions", "BotoCoreError"))
 
 
 def client_error_code(exc: BaseException) -> str:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
+    if isinstance(exc, _loaded("botocore.exceptions", "ClientError")):
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
     return ""
 
 
@@ -82,12 +103,12 @@ def is_transient(exc: BaseException) -> bool:
     """True for failures that may go away by themselves (network, throttling, 5xx)."""
     if isinstance(exc, TransientError):
         return True
-    if isinstance(exc, CONNECTION_ERRORS):
+    if isinstance(exc, connection_errors()):
         return True
-    if isinstance(exc, botocore.exceptions.ClientError):
+    if isinstance(exc, _loaded("botocore.exceptions", "ClientError")):
         if client_error_code(exc) in THROTTLING_CODES:
             return True
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return isinstance(status, int) and status >= 500
     return False
 

@@ -20,19 +20,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
-import botocore.config
-import botocore.exceptions
-import botocore.session
-
-from lanworker.errors import InvalidMessage, JobFailed, LanworkerError
+from lanworker.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError
 from lanworker.messages import uri_scheme
 from lanworker.ranged import RangedDownload
-from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
-from lanworker.s3direct import DirectS3
-from lanworker.webfetch import AddressRefused, make_session, open_http
+from lanworker.retries import Backoff, as_transient, client_error_code, is_botocore_failure, is_transient
+
+if TYPE_CHECKING:
+    import requests
+
+    from lanworker.s3direct import DirectS3
 
 logger = logging.getLogger(__name__)
 
@@ -209,14 +208,27 @@ class Storage:
         self._pool_size = max(10, transfer_concurrency * 4)
         self._threshold = multipart_threshold_mb * 1024 * 1024
         self._concurrency = transfer_concurrency
-        self._http = make_session(allow_private_http)
+        self._allow_private_http = allow_private_http
+        self._http: requests.Session | None = None
 
+    # botocore, urllib3 and requests are imported on first use: a worker whose jobs never
+    # name s3:// or http(s):// never loads them (0.1 s of start-up).
     def _direct_client(self) -> DirectS3:
+        from lanworker.s3direct import DirectS3
+
         client = self.s3
         with self._lock:
             if self._direct is None:
                 self._direct = DirectS3(client, self._credentials, self._pool_size)
             return self._direct
+
+    def _http_session(self) -> requests.Session:
+        from lanworker.webfetch import make_session
+
+        with self._lock:
+            if self._http is None:
+                self._http = make_session(self._allow_private_http)
+            return self._http
 
     def _multipart_upload(self, reader: HashingReader, location: S3Location) -> None:
         from s3transfer.manager import TransferConfig, TransferManager  # only for large uploads
@@ -234,6 +246,9 @@ class Storage:
         # Lazy so that a worker with only file:// jobs never needs AWS configuration.
         with self._lock:
             if self._client is None:
+                import botocore.config
+                import botocore.session
+
                 core = botocore.session.get_session()
                 # Timestamps stay strings: the worker reads none, and dateutil's parser
                 # cost more CPU per listed object than the rest of the listing.
@@ -411,7 +426,9 @@ class Storage:
                 location = S3Location.parse(uri)
                 return self._direct_client().open(location.bucket, location.key)
             if scheme in ("http", "https"):
-                return open_http(self._http, uri)
+                from lanworker.webfetch import open_http
+
+                return open_http(self._http_session(), uri)
             return local_path(uri).open("rb")
         except Exception as exc:
             raise self._translate(exc, "read", uri) from exc
@@ -478,7 +495,7 @@ class Storage:
             return JobFailed(f"{action} {uri}: object or bucket not found ({code})", reason="missing-object")
         if code in DENIED_CODES:
             return JobFailed(f"{action} {uri}: access denied ({code})", reason="access-denied")
-        if is_transient(exc) or isinstance(exc, botocore.exceptions.BotoCoreError):
+        if is_transient(exc) or is_botocore_failure(exc):
             return as_transient(exc, f"{action} {uri}")
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 404:

@@ -9,7 +9,6 @@ between a check and the connect can reach the worker's own network.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from typing import Any, BinaryIO
 
@@ -18,28 +17,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from lanworker.addresses import is_public_address
+from lanworker.errors import AddressRefused
+
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 MAX_REDIRECTS = 5
-
-
-class AddressRefused(Exception):
-    """An http(s) input reached (or would reach) a loopback, link-local or private address."""
-
-
-def is_public_address(text: str) -> bool:
-    address = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
-
-
-def literal_address_refused(host: str) -> bool:
-    """True when host is an IP literal that is not public (checked before any request)."""
-    try:
-        return not is_public_address(host.strip("[]"))
-    except ValueError:
-        return False  # a name: checked when it is connected to
 
 
 class _PublicOnly:

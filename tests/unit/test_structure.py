@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,7 @@ def test_no_import_cycles() -> None:
         visit(module, [])
 
 
-@pytest.mark.parametrize("leaf", ["lanworker.exitcodes", "lanworker.stops"])
+@pytest.mark.parametrize("leaf", ["lanworker.exitcodes", "lanworker.stops", "lanworker.addresses"])
 def test_leaves_import_nothing_of_ours(leaf: str) -> None:
     assert imports()[leaf] == set()
 
@@ -56,6 +58,30 @@ def test_leaves_import_nothing_of_ours(leaf: str) -> None:
 def test_errors_holds_error_classes_only() -> None:
     assert imports()["lanworker.errors"] <= {"lanworker.stops"}
     assert "boto" not in (PACKAGE / "errors.py").read_text()
+
+
+def test_a_worker_without_s3_or_http_jobs_never_loads_their_clients(tmp_path: Path) -> None:
+    """botocore, requests and urllib3 are a third of start-up: only jobs that name s3:// or
+    http(s):// inputs load them. Run in a fresh interpreter, where nothing else did."""
+    script = f"""
+import json, sys
+from lanworker.cli import main
+from lanworker.queues import LocalQueue
+queue = LocalQueue("local:{tmp_path}/q.db#jobs")
+local = "{tmp_path}/in.txt"
+open(local, "w").write("x")
+queue.send(json.dumps({{"service": "cat", "command": {{"arguments": [{{"type": "input", "value": local}}]}}}}))
+code = main(["native", "--queue", queue.url, "--once", "--wait-time-s", "0",
+             "--work-root", "{tmp_path}/w", "--results", queue.sibling("results").url, "--", "cat"])
+[reply] = queue.sibling("results").receive(1, 0, 30)
+assert code == 0 and json.loads(reply.body)["state"] == "succeeded", reply.body
+print(sorted({{name.split(".")[0] for name in sys.modules}} & {{"botocore", "boto3", "requests", "urllib3"}}))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=PACKAGE.parent
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_config_does_not_pull_in_the_queues() -> None:
