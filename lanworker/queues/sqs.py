@@ -189,29 +189,39 @@ class SqsQueue:
 
     def _each_in_batches(
         self,
-        messages: Sequence[ReceivedMessage],
+        items: Sequence[T],
         action: str,
         operation: str,
-        entry: Callable[[ReceivedMessage], dict[str, Any]],
-        alone: Callable[[ReceivedMessage], None],
+        entry: Callable[[T], dict[str, Any]],
+        alone: Callable[[T], object],
         backoff: Backoff,
+        groups: list[list[int]] | None = None,
     ) -> list[Exception | None]:
-        """Ten per call. An entry a successful call could not take is tried again alone
-        (which tells a stale receipt from a passing failure); when the call itself failed
-        (after its retries) every entry carries that error: retrying each alone through an
-        outage would hold settling for minutes."""
-        errors: list[Exception | None] = []
-        for start in range(0, len(messages), MAX_BATCH):
-            chunk = messages[start : start + MAX_BATCH]
-            entries = [{"Id": str(index), **entry(message)} for index, message in enumerate(chunk)]
+        """One call per group of indexes (default: ten at a time); a group of one goes
+        alone. An entry a successful call could not take is tried again alone (which tells
+        a stale receipt from a passing failure); when the call itself failed (after its
+        retries) every entry carries that error: retrying each alone through an outage
+        would hold settling for minutes."""
+        errors: list[Exception | None] = [None] * len(items)
+        if groups is None:
+            groups = [
+                list(range(start, min(start + MAX_BATCH, len(items))))
+                for start in range(0, len(items), MAX_BATCH)
+            ]
+        for group in groups:
+            if len(group) == 1:
+                errors[group[0]] = _attempt(alone, items[group[0]])
+                continue
+            entries = [{"Id": str(index), **entry(items[index])} for index in group]
             try:
                 response = self._call(action, operation, backoff, Entries=entries)
             except Exception as exc:
-                errors += [exc for _ in chunk]
+                for index in group:
+                    errors[index] = exc
                 continue
-            failed = {item["Id"] for item in response.get("Failed", [])}
-            for index, message in enumerate(chunk):
-                errors.append(_attempt(alone, message) if str(index) in failed else None)
+            for failed in response.get("Failed", []):
+                index = int(failed["Id"])
+                errors[index] = _attempt(alone, items[index])
         return errors
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
@@ -251,28 +261,16 @@ class SqsQueue:
         return str(self._call("send", "send_message", **request)["MessageId"])
 
     def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
-        """Ten per call, and no more than MAX_BATCH_BYTES of payload. As for deletes, an
-        entry a successful call could not send is tried again on its own, and a failed call
-        leaves its error on every entry."""
-        errors: list[Exception | None] = [None] * len(messages)
-        for chunk in _batches(messages):
-            if len(chunk) == 1:
-                errors[chunk[0]] = _attempt(self._send_one, messages[chunk[0]])
-                continue
-            entries = [
-                {"Id": str(index), **self._send_request(messages[index].body, messages[index].attributes)}
-                for index in chunk
-            ]
-            try:
-                response = self._call("send", "send_message_batch", Entries=entries)
-            except Exception as exc:
-                for index in chunk:
-                    errors[index] = exc
-                continue
-            for failed in response.get("Failed", []):
-                index = int(failed["Id"])
-                errors[index] = _attempt(self._send_one, messages[index])
-        return errors
+        """Ten per call, and no more than MAX_BATCH_BYTES of payload, as deletes go."""
+        return self._each_in_batches(
+            messages,
+            "send",
+            "send_message_batch",
+            lambda message: self._send_request(message.body, message.attributes),
+            self._send_one,
+            BACKOFF,
+            groups=_batches(messages),
+        )
 
     def _send_one(self, message: Outgoing) -> None:
         self.send(message.body, message.attributes)
@@ -406,7 +404,7 @@ def _batches(messages: Sequence[Outgoing]) -> list[list[int]]:
     return groups
 
 
-def _attempt(operation: Callable[[T], None], item: T) -> Exception | None:
+def _attempt(operation: Callable[[T], object], item: T) -> Exception | None:
     """None when operation(item) succeeded, else why not."""
     try:
         operation(item)
