@@ -1,6 +1,7 @@
 """Jobs per second: lanworker against a naive loop (receive one, subprocess.run, delete)
 and a batch loop, on SQS (a local moto_server) and on the embedded queue, in alternated
-rounds of one run; and worker processes sharing one SQLite file, every job exactly once.
+rounds of one run; jobs that take 20 ms each (where concurrency pays); and worker
+processes sharing one SQLite file, every job exactly once.
 
     .venv/bin/python benchmarks/throughput.py [--jobs 200]
 """
@@ -31,6 +32,7 @@ from tests.helpers.moto import MotoServer, apply_environment, free_port
 NAIVE = "naive loop (receive 1, run, delete)"
 BATCH = "batch loop (receive 10, parallel, batch delete)"
 TRIVIAL_JOB = json.dumps({"service": "true", "command": {"arguments": []}})
+WORK_S = 0.02  # the "working job": a command that takes this long (sleep), as real jobs take time
 
 
 def fill(sqs: object, url: str, count: int) -> None:
@@ -122,23 +124,29 @@ def processes_on_one_file(
     return elapsed, sum(1 for n in seen.values() if n == 1), sum(1 for n in seen.values() if n > 1)
 
 
-def naive_local_loop(queue: LocalQueue, count: int) -> float:
+def naive_local_loop(queue: LocalQueue, count: int, command: tuple[str, ...] = ("true",)) -> float:
     started = time.perf_counter()
     done = 0
     while done < count:
         for message in queue.receive(1, 1, 300):
             json.loads(message.body)
-            subprocess.run(["true"], check=False)
+            subprocess.run(command, check=False)
             queue.delete(message)
             done += 1
     return time.perf_counter() - started
 
 
-def lanworker_run(url: str, concurrency: int, work_root: Path, results_url: str | None = None) -> float:
+def lanworker_run(
+    url: str,
+    concurrency: int,
+    work_root: Path,
+    results_url: str | None = None,
+    command: tuple[str, ...] = ("true",),
+) -> float:
     config = build_config(
         {
             "mode": "native",
-            "base_command": ("true",),
+            "base_command": command,
             "queue_url": url,
             "results_url": results_url,
             "once": True,
@@ -195,6 +203,27 @@ def local_round(jobs: int, tag: str, scratch: str) -> dict[str, float]:
     return times
 
 
+def working_round(jobs: int, tag: str, scratch: str) -> dict[str, float]:
+    """Jobs that take WORK_S each: what concurrency is for."""
+    command = ("sleep", str(WORK_S))
+
+    def queue(name: str) -> LocalQueue:
+        filled = LocalQueue(f"local:{scratch}/bench.db#work-{name}-{tag}")
+        for _ in range(jobs):
+            filled.send(TRIVIAL_JOB)
+        return filled
+
+    times = {NAIVE: naive_local_loop(queue("naive"), jobs, command)}
+    for concurrency in (1, 4):
+        times[f"lanworker --concurrency {concurrency}"] = lanworker_run(
+            queue(f"c{concurrency}").url,
+            concurrency,
+            Path(scratch) / f"work-{concurrency}-{tag}",
+            command=command,
+        )
+    return times
+
+
 def main() -> int:
     byte_compile_lanworker()
     parser = argparse.ArgumentParser()
@@ -214,6 +243,7 @@ def main() -> int:
         # The same on the embedded queue, which separates the worker's own overhead from
         # moto_server's (a single Python process sharing the two cores).
         local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
+        working_rounds = [working_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
         shared = [
             processes_on_one_file(f"{scratch}", args.shared_jobs, 4, 4, str(r)) for r in range(args.rounds)
         ]
@@ -221,11 +251,15 @@ def main() -> int:
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.rounds} alternated rounds"
     )
     for title, rounds in (
-        ("through SQS on moto_server", sqs_rounds),
-        ("through the embedded local queue", local_rounds),
+        ("trivial jobs (`true`) through SQS on moto_server", sqs_rounds),
+        ("trivial jobs (`true`) through the embedded local queue", local_rounds),
+        (
+            f"jobs of {WORK_S * 1000:.0f} ms (`sleep {WORK_S}`) through the embedded local queue",
+            working_rounds,
+        ),
     ):
         rates = median_rates(args.jobs, rounds)
-        print(f"{args.jobs} trivial jobs (`true`) {title}")
+        print(f"{args.jobs} {title}")
         for name, rate in rates.items():
             ratios = f"{rate / rates[NAIVE]:5.2f}x naive"
             if BATCH in rates and name != BATCH:
