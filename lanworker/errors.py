@@ -28,6 +28,13 @@ class QueueUnreachable(LanworkerError):
     kind = "queue-unreachable"
 
 
+class QueueAccessDenied(QueueUnreachable):
+    """The queue refuses these credentials (wrong, expired, or without the permission).
+    A worker keeps trying, as for an outage: credentials and policies change without it."""
+
+    kind = "queue-access-denied"
+
+
 class InvalidMessage(LanworkerError):
     """The message is malformed, breaks the schema, or asks for something forbidden."""
 

@@ -58,6 +58,24 @@ THROTTLING_CODES = frozenset(
     }
 )
 
+# What AWS answers a request whose credentials are wrong, expired or not allowed to do it.
+DENIED_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AccessDeniedException",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "KMS.AccessDeniedException",
+    }
+)
+
 # Connection failures by the module that defines them: the standard library's, then those
 # of botocore, and of requests/urllib3 (http(s) inputs, the docker SDK, direct S3 calls).
 CONNECTION_ERROR_NAMES = {

@@ -26,7 +26,14 @@ from urllib.parse import quote, unquote, urlsplit
 from lanworker.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError
 from lanworker.messages import uri_scheme
 from lanworker.ranged import RangedDownload
-from lanworker.retries import Backoff, as_transient, client_error_code, is_botocore_failure, is_transient
+from lanworker.retries import (
+    DENIED_CODES,
+    Backoff,
+    as_transient,
+    client_error_code,
+    is_botocore_failure,
+    is_transient,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -38,16 +45,6 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 1024 * 1024
 PROGRESS_INTERVAL_S = 10.0
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
-DENIED_CODES = frozenset(
-    {
-        "403",
-        "AccessDenied",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidToken",
-    }
-)
 
 # Called once per chunk of a transfer; raises Interrupted when the job must stop.
 Checkpoint = Callable[[], None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -12,9 +13,9 @@ from typing import Any, TypeVar
 import botocore.config
 import botocore.session
 
-from lanworker.errors import MessageRefused, QueueUnreachable, StaleReceipt
+from lanworker.errors import MessageRefused, QueueAccessDenied, QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
-from lanworker.retries import Backoff, as_transient, client_error_code, is_transient
+from lanworker.retries import DENIED_CODES, Backoff, as_transient, client_error_code, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,23 @@ def _translate(exc: Exception, action: str, url: str) -> Exception:
         return MessageRefused(f"{url} refused the message: {exc}")
     if code in MISSING_QUEUE_CODES:
         return QueueUnreachable(f"{action} on {url}: queue does not exist")
+    if code in DENIED_CODES:
+        return QueueAccessDenied(
+            f"{action} on {url}: access denied ({_denial(exc, code)}): check the AWS credentials "
+            "and the queue's policy"
+        )
     if is_transient(exc):
         return as_transient(exc, f"sqs {action} {url}")
     return exc
+
+
+def _denial(exc: Exception, code: str) -> str:
+    """The refusal's own code. An endpoint that answers a JSON request in XML (moto's
+    authentication errors do) leaves botocore only the status: read the code from the body."""
+    if code != "403":
+        return code
+    found = re.search(r"<Code>([^<]+)</Code>", str(exc))
+    return found.group(1) if found else "HTTP 403"
 
 
 def make_sqs_client() -> Any:
@@ -98,6 +113,9 @@ class SqsQueue:
         try:
             attributes = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["RedrivePolicy"])
         except Exception as exc:
+            translated = _translate(exc, "check", self.url)
+            if isinstance(translated, QueueUnreachable):
+                raise translated from exc
             raise QueueUnreachable(f"SQS queue {self.url} is not usable: {exc}") from exc
         if not self.dead_letter_url and "RedrivePolicy" not in attributes.get("Attributes", {}):
             logger.warning(

@@ -6,12 +6,15 @@ import json
 import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
+import boto3
 import pytest
 
 from lanworker import exitcodes
 from lanworker.queues import LocalQueue
+from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import cli_env, run_cli, start_cli, wait_until
 
 TOOL = str(Path(__file__).resolve().parents[1] / "helpers" / "tool.py")
@@ -204,3 +207,37 @@ def test_submit_of_a_message_the_queue_refuses_is_a_clear_error(moto_server, que
     completed = run_cli("submit", "--queue", url, str(path), env=cli_env(**moto_server.environment()))
     assert completed.returncode == exitcodes.EXIT_FAILED, completed.stderr
     assert "refused the message" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_credentials_the_queue_refuses_are_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    """A moto_server of its own that checks every request's credentials, as SQS does."""
+    server = MotoServer(free_port(), tmp_path / "moto.log")
+    server.start()
+    try:
+        env = cli_env(**server.environment())
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        url = sqs.create_queue(QueueName="guarded")["QueueUrl"]
+        enforce = urllib.request.Request(
+            f"{server.endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(enforce, timeout=10).close()  # from now on every request is checked
+        env.update(AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE", AWS_SECRET_ACCESS_KEY="not-the-secret")
+        message = tmp_path / "message.json"
+        message.write_text(job())
+        work = str(tmp_path / "w")
+        for argv in (
+            ["submit", "--queue", url, str(message)],
+            ["native", "--queue", url, "--once", "--wait-time-s", "0", "--work-root", work, "--", "true"],
+        ):
+            completed = run_cli(*argv, env=env)
+            assert completed.returncode == exitcodes.EXIT_QUEUE_UNREACHABLE, completed.stderr
+            assert "access denied (InvalidClientTokenId)" in completed.stderr
+            assert "Traceback" not in completed.stderr
+    finally:
+        server.stop()
