@@ -21,7 +21,7 @@ from typing import Any
 
 from lanworker import __version__
 from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config
-from lanworker.errors import ConfigError, InvalidMessage, QueueUnreachable
+from lanworker.errors import ConfigError, InvalidMessage, JobFailed, QueueUnreachable, TransientError
 from lanworker.exitcodes import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -382,16 +382,22 @@ def run_cancel(args: argparse.Namespace) -> int:
     from lanworker.jobs import cancel_marker
     from lanworker.storage import Storage
 
-    control = args.control_url or build_config({"mode": "client"}).control_url
+    control = build_config({"mode": "client", "control_url": args.control_url}).control_url
     if not control:
         print(
             "cancel needs --control (or LANWORKER_CONTROL_URL): the workers' control location",
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    Storage().write_bytes(
-        cancel_marker(control, args.job_id), json.dumps({"requested_at": time.time()}).encode()
-    )
+    marker = cancel_marker(control, args.job_id)
+    try:
+        Storage().write_bytes(marker, json.dumps({"requested_at": time.time()}).encode())
+    except TransientError as exc:
+        print(f"cannot reach the control location: {exc}", file=sys.stderr)
+        return EXIT_QUEUE_UNREACHABLE
+    except JobFailed as exc:  # no such bucket or directory, access denied, ...
+        print(f"cannot write the cancel marker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"cancel requested for {args.job_id}")
     return EXIT_OK
 

@@ -27,6 +27,13 @@ def is_local_queue(url: str) -> bool:
     return url.startswith("local:")
 
 
+def is_control_location(url: str) -> bool:
+    """Where cancel markers may live: S3 or the local filesystem (any other scheme would
+    become a relative directory named after it, which no worker looks in)."""
+    scheme, separator, _ = url.partition("://")
+    return not separator or scheme in ("s3", "file")
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -119,6 +126,10 @@ class WorkerConfig:
             problems.append("max_pids must be at least 1 and default_memory_mb at least 4")
         if self.transfer_concurrency < 1 or self.capture_bytes < 0:
             problems.append("transfer_concurrency must be >= 1 and capture_bytes >= 0")
+        if self.control_url and not is_control_location(self.control_url):
+            problems.append(
+                f"control_url {self.control_url!r} must be s3://BUCKET/PREFIX, file:// or a directory path"
+            )
         if problems:
             raise ConfigError("; ".join(problems))
         return self

@@ -93,7 +93,10 @@ class S3Location:
 
 
 def local_path(uri: str) -> Path:
-    """The filesystem path of a file:// URI or plain path."""
+    """The filesystem path of a file:// URI or plain path; ValueError for another scheme
+    (which would otherwise become a relative path named after it)."""
+    if uri_scheme(uri) != "file":
+        raise ValueError(f"{uri!r} is not a local path (s3://, file:// and paths are)")
     if uri.startswith("file://"):
         parts = urlsplit(uri)
         return Path(

@@ -241,3 +241,16 @@ def test_credentials_the_queue_refuses_are_a_clear_error_not_a_traceback(tmp_pat
             assert "Traceback" not in completed.stderr
     finally:
         server.stop()
+
+
+def test_cancel_says_why_it_cannot_leave_its_marker(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    completed = run_cli("cancel", "--control", str(blocked / "control"), "job-1")
+    assert completed.returncode == exitcodes.EXIT_CONFIG, completed.stderr
+    assert "cannot write the cancel marker" in completed.stderr and "Traceback" not in completed.stderr
+    completed = run_cli("cancel", "--control", "ftp://host/control", "job-1")
+    assert completed.returncode == exitcodes.EXIT_CONFIG and "control_url" in completed.stderr
+    completed = run_cli("cancel", "--control", str(tmp_path / "control"), "job-1")
+    assert completed.returncode == exitcodes.EXIT_OK, completed.stderr
+    assert (tmp_path / "control" / "cancel" / "job-1").exists()

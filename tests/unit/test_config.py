@@ -52,6 +52,8 @@ def test_frozen() -> None:
         (NATIVE, {"LANWORKER_CONCURRENCY": "many"}, "LANWORKER_CONCURRENCY"),
         ({**NATIVE, "wait_time_s": 30}, {}, "wait_time_s"),
         ({**NATIVE, "heartbeat_interval_s": 400.0}, {}, "heartbeat"),
+        ({**NATIVE, "control_url": "ftp://host/cancel"}, {}, "control_url 'ftp://host/cancel' must be"),
+        (NATIVE, {"LANWORKER_CONTROL_URL": "gs://b/p"}, "control_url 'gs://b/p' must be"),
     ],
 )
 def test_bad_configuration_is_a_config_error(flags: dict, env: dict, fragment: str) -> None:
@@ -90,3 +92,8 @@ def test_an_unexpected_error_exits_with_the_internal_code(monkeypatch, capsys) -
 def test_client_mode_needs_no_command_or_allowlist() -> None:
     config = build_config({"mode": "client"}, {"LANWORKER_QUEUE": "local:/q.db#jobs"})
     assert config.queue_url == "local:/q.db#jobs"
+
+
+@pytest.mark.parametrize("control", ["s3://bucket/prefix/", "file:///srv/control", "/srv/control", "control"])
+def test_control_locations_on_s3_or_the_filesystem_are_taken(control: str) -> None:
+    assert build_config({**NATIVE, "control_url": control}, {}).control_url == control

@@ -134,3 +134,10 @@ def test_docker_host_workdir_maps_bind_mount_sources(tmp_path: Path) -> None:
     assert mapped.host_path(workspace) == "/srv/lanworker/worker-1/job-1"
     to_container = mapped.path_mapper(workspace)
     assert to_container(workspace.inputs / "s3" / "b" / "k.txt") == "/job/in/s3/b/k.txt"
+
+
+def test_storage_never_takes_another_scheme_for_a_local_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JobFailed, match="not a local path"):
+        Storage().write_bytes("ftp://host/control/cancel/j", b"{}")
+    assert list(tmp_path.iterdir()) == []  # no directory named 'ftp:' appeared
