@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from lanworker.errors import ConfigError
+
 PHASE_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 
 
@@ -78,7 +80,10 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 return None  # scrapes every few seconds would drown the job log
 
-        self.server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        try:
+            self.server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        except OSError as exc:  # in use, or a privileged port
+            raise ConfigError(f"metrics port {port}: {exc.strerror or exc}") from exc
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
 

@@ -108,8 +108,11 @@ class Worker:
         belongs to a worker that is gone, and its job dirs, processes and containers go too.
         """
         root = self.config.work_root
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = lock_worker_id(root, self.config.worker_id)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._lock_file = lock_worker_id(root, self.config.worker_id)
+        except OSError as exc:
+            raise ConfigError(f"work root {root} is not usable: {exc}") from exc
         dead: dict[str, IO[str]] = {}
         for lock_path in sorted(root.glob("*.lock")):
             worker_id = lock_path.stem

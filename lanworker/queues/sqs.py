@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import botocore.config
 import botocore.session
 
-from lanworker.errors import MessageRefused, QueueAccessDenied, QueueUnreachable, StaleReceipt
+from lanworker.errors import ConfigError, MessageRefused, QueueAccessDenied, QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
 from lanworker.retries import DENIED_CODES, Backoff, as_transient, client_error_code, is_transient
 
@@ -52,6 +52,9 @@ BACKOFF = Backoff()
 HEARTBEAT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # a heartbeat must not outlast its interval
 ONE_ATTEMPT = Backoff(attempts=1)
 ASK_LIMIT_AGAIN_S = 60.0
+_REGION_IN_URL = re.compile(
+    r"https?://(?:sqs\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<legacy>[a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?)/"
+)
 
 
 def _translate(exc: Exception, action: str, url: str) -> Exception:
@@ -81,9 +84,25 @@ def _denial(exc: Exception, code: str) -> str:
     return found.group(1) if found else "HTTP 403"
 
 
-def make_sqs_client() -> Any:
-    return botocore.session.get_session().create_client(
+def region_of(url: str) -> str | None:
+    """The region an SQS queue URL names (`https://sqs.REGION.amazonaws.com/...`, or the
+    legacy `https://REGION.queue.amazonaws.com/...`), if it names one."""
+    found = _REGION_IN_URL.match(url)
+    return found.group("region") or found.group("legacy") if found else None
+
+
+def make_sqs_client(url: str | None = None) -> Any:
+    """A client for the region the queue URL names (where the queue is), else the configured
+    region; without either a ConfigError that says so (botocore's NoRegionError otherwise)."""
+    session = botocore.session.get_session()
+    region = (region_of(url) if url else None) or session.get_config_variable("region")
+    if region is None:
+        raise ConfigError(
+            f"no AWS region for {url or 'SQS'}: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+        )
+    return session.create_client(
         "sqs",
+        region_name=region,
         config=botocore.config.Config(
             retries={"mode": "standard", "max_attempts": 3},
             connect_timeout=5,
@@ -104,7 +123,7 @@ class SqsQueue:
     def __init__(self, url: str, dead_letter_url: str | None = None, client: Any = None) -> None:
         self.url = url
         self.dead_letter_url = dead_letter_url
-        self.client = client if client is not None else make_sqs_client()
+        self.client = client if client is not None else make_sqs_client(url)
         self.fifo = url.endswith(".fifo")
         self._max_message_bytes: int | None = None  # asked once
         self._ask_limit_at = 0.0

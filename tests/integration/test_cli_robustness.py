@@ -254,3 +254,21 @@ def test_cancel_says_why_it_cannot_leave_its_marker(tmp_path: Path) -> None:
     completed = run_cli("cancel", "--control", str(tmp_path / "control"), "job-1")
     assert completed.returncode == exitcodes.EXIT_OK, completed.stderr
     assert (tmp_path / "control" / "cancel" / "job-1").exists()
+
+
+def test_a_busy_metrics_port_or_an_unusable_work_root_is_a_config_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        queue = f"local:{tmp_path / 'q.db'}"
+        completed = run_cli("native", "--queue", queue, "--metrics-port", port, "--once", "--", "true")
+    assert completed.returncode == exitcodes.EXIT_CONFIG, completed.stderr
+    assert f"metrics port {port}: Address already in use" in completed.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    completed = run_cli("native", "--queue", queue, "--work-root", str(blocked / "w"), "--once", "--", "true")
+    assert completed.returncode == exitcodes.EXIT_CONFIG, completed.stderr
+    assert "work root" in completed.stderr and "Traceback" not in completed.stderr

@@ -97,3 +97,31 @@ def test_client_mode_needs_no_command_or_allowlist() -> None:
 @pytest.mark.parametrize("control", ["s3://bucket/prefix/", "file:///srv/control", "/srv/control", "control"])
 def test_control_locations_on_s3_or_the_filesystem_are_taken(control: str) -> None:
     assert build_config({**NATIVE, "control_url": control}, {}).control_url == control
+
+
+@pytest.mark.parametrize(
+    "url, region",
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/jobs", "eu-west-1"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/jobs", "cn-north-1"),
+        ("https://ap-south-1.queue.amazonaws.com/123456789012/jobs", "ap-south-1"),
+        ("http://127.0.0.1:5000/123456789012/jobs", None),
+        ("https://sqs.eu-west-1.amazonaws.com.evil.example/1/q", None),
+    ],
+)
+def test_an_sqs_url_names_its_region(url: str, region: str | None) -> None:
+    from lanworker.queues.sqs import region_of
+
+    assert region_of(url) == region
+
+
+def test_an_sqs_queue_without_any_region_is_a_config_error(monkeypatch, tmp_path) -> None:
+    from lanworker.queues.sqs import make_sqs_client
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="no AWS region for http://127"):
+        make_sqs_client("http://127.0.0.1:5000/1/q")
+    client = make_sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/jobs")
+    assert client.meta.region_name == "eu-west-1"
