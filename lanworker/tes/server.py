@@ -24,7 +24,7 @@ from typing import Any
 
 from lanworker.config import WorkerConfig, build_config, is_local_queue
 from lanworker.errors import ConfigError
-from lanworker.exitcodes import EXIT_OK, EXIT_STOPPED
+from lanworker.exitcodes import EXIT_INTERNAL, EXIT_STOPPED
 from lanworker.logs import configure_logging
 from lanworker.metrics import Metrics
 from lanworker.queues import open_queue
@@ -110,6 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_format, config.log_level)
     import uvicorn  # only the serve command needs the HTTP stack
 
+    listener = listen(settings.host, settings.port)  # a port in use is a config error, here
     store = open_store(settings.store_url)
     queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
     queue.check()
@@ -136,7 +137,9 @@ def run_serve(args: argparse.Namespace) -> int:
             app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
         )
     )
-    http = threading.Thread(target=server.run, name="http", daemon=True)  # not main: no uvicorn signals
+    http = threading.Thread(  # not main: no uvicorn signals
+        target=server.run, kwargs={"sockets": [listener]}, name="http", daemon=True
+    )
     stopping = threading.Event()
 
     def on_signal(count: int) -> None:
@@ -165,7 +168,29 @@ def run_serve(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join(timeout=config.grace_period_s + 30)
     projector.stop()
-    return EXIT_STOPPED if stopping.is_set() else EXIT_OK
+    if not stopping.is_set():
+        logger.error("the HTTP server stopped by itself", extra={"action": "stop"})
+        return EXIT_INTERNAL
+    return EXIT_STOPPED
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so a port in use or a host this machine does not
+    have is a ConfigError (uvicorn would log it in its thread and end)."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, protocol)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 def _embedded_worker(config: WorkerConfig, index: int, metrics: Metrics) -> Worker:

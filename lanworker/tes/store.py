@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lanworker.errors import ConfigError, QueueUnreachable
+from lanworker.retries import is_botocore_failure
 from lanworker.sqlite import connect, immediate
 
 Record = dict[str, Any]
@@ -177,7 +178,12 @@ class DynamoTaskStore:
 
         self.table = table
         self.url = f"dynamodb://{table}"
-        self.client = client or boto3.session.Session().client("dynamodb")
+        try:
+            self.client = client or boto3.session.Session().client("dynamodb")
+        except Exception as exc:  # botocore's NoRegionError, a bad profile, ...
+            if not is_botocore_failure(exc):
+                raise
+            raise ConfigError(f"store dynamodb://{table}: {exc} (AWS_REGION or a profile's region)") from exc
         self._ensure_table()
 
     def _ensure_table(self) -> None:

@@ -256,17 +256,20 @@ def test_cancel_says_why_it_cannot_leave_its_marker(tmp_path: Path) -> None:
     assert (tmp_path / "control" / "cancel" / "job-1").exists()
 
 
-def test_a_busy_metrics_port_or_an_unusable_work_root_is_a_config_error(tmp_path: Path) -> None:
+def test_a_busy_port_or_an_unusable_work_root_is_a_config_error(tmp_path: Path) -> None:
     import socket
 
+    queue = f"local:{tmp_path / 'q.db'}"
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        queue = f"local:{tmp_path / 'q.db'}"
-        completed = run_cli("native", "--queue", queue, "--metrics-port", port, "--once", "--", "true")
-    assert completed.returncode == exitcodes.EXIT_CONFIG, completed.stderr
-    assert f"metrics port {port}: Address already in use" in completed.stderr
+        metrics = run_cli("native", "--queue", queue, "--metrics-port", port, "--once", "--", "true")
+        serve = run_cli("serve", "--port", port, "--workers", "0", "--state-dir", str(tmp_path / "serve"))
+    assert metrics.returncode == exitcodes.EXIT_CONFIG, metrics.stderr
+    assert f"metrics port {port}: Address already in use" in metrics.stderr
+    assert serve.returncode == exitcodes.EXIT_CONFIG, serve.stderr  # it was 0
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in serve.stderr
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     completed = run_cli("native", "--queue", queue, "--work-root", str(blocked / "w"), "--once", "--", "true")
