@@ -361,6 +361,8 @@ def wait_for_result(reply_queue: Queue, job_id: str, timeout_s: float) -> dict[s
 def run_dead_letters(args: argparse.Namespace) -> int:
     configure_logging("text", "WARNING")
     queue = open_queue(_queue_url(args), args.dead_letter_queue_url)
+    if isinstance(queue, LocalQueue) and not queue.path.exists():  # a typo must not look empty
+        raise QueueUnreachable(f"no local queue at {queue.path}")
     if args.redrive:
         print(f"re-queued {queue.redrive(args.limit)} message(s)")
         return EXIT_OK

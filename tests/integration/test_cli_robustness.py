@@ -275,3 +275,9 @@ def test_a_busy_port_or_an_unusable_work_root_is_a_config_error(tmp_path: Path) 
     completed = run_cli("native", "--queue", queue, "--work-root", str(blocked / "w"), "--once", "--", "true")
     assert completed.returncode == exitcodes.EXIT_CONFIG, completed.stderr
     assert "work root" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_dead_letters_of_a_queue_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    completed = run_cli("dead-letters", "--queue", f"local:{tmp_path / 'typo.db'}")
+    assert completed.returncode == exitcodes.EXIT_QUEUE_UNREACHABLE
+    assert "no local queue at" in completed.stderr and not (tmp_path / "typo.db").exists()
