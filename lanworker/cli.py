@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,23 @@ logger = logging.getLogger(__name__)
 
 class UsageError(Exception):
     """A file named on the command line cannot be read: exit 2."""
+
+
+def _within(kind: Callable[[str], float], low: float, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: kind(text) between low and high, else a usage error (exit 2)."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is not {bounds}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+PORT = _within(int, 0, 65535)
 
 
 def _worker_options() -> argparse.ArgumentParser:
@@ -90,7 +107,7 @@ def _worker_options() -> argparse.ArgumentParser:
     add("--max-job-disk-mb", type=int, help="stop a job whose job dir grows beyond this (reason disk-limit)")
     add("--log-format", choices=("json", "text"))
     add("--log-level")
-    add("--metrics-port", type=int)
+    add("--metrics-port", type=PORT)
     return parent
 
 
@@ -140,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--queue", dest="queue_url")
     submit.add_argument("--reply-to", help="queue for the result (with --wait on SQS)")
     submit.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    submit.add_argument("--wait-timeout-s", type=float, default=600.0)
+    submit.add_argument("--wait-timeout-s", type=_within(float, 0), default=600.0)
 
     validate = commands.add_parser("validate", help="validate message files, printing every error")
     validate.add_argument("files", nargs="+")
@@ -149,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--queue", dest="queue_url")
     dead.add_argument("--dead-letter-queue", dest="dead_letter_queue_url")
     dead.add_argument("--redrive", action="store_true")
-    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--limit", type=_within(int, 1), default=100)
 
     cancel = commands.add_parser("cancel", help="ask the worker running JOB_ID to stop it")
     cancel.add_argument("job_id")
@@ -166,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _docker_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs a token)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=2, help="embedded docker workers (0: API only)")
+    serve.add_argument("--port", type=PORT, default=8000)
+    serve.add_argument(
+        "--workers", type=_within(int, 0), default=2, help="embedded docker workers (0: API only)"
+    )
     serve.add_argument("--store", help="task store: sqlite:PATH (default in --state-dir) or dynamodb://TABLE")
     serve.add_argument("--state-dir", help="where the embedded store, queues and control live")
     serve.add_argument("--auth-token-file", help="file holding the Bearer token clients must send")
@@ -182,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("words", nargs="*", metavar="show ID")
     jobs.add_argument("--state", help="only jobs in this state (QUEUED, RUNNING, COMPLETE, ...)")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--limit", type=_within(int, 1, 1000), default=50)
     jobs.add_argument("--watch", action="store_true", help="print the table again every --interval-s")
-    jobs.add_argument("--interval-s", type=float, default=2.0)
+    jobs.add_argument("--interval-s", type=_within(float, 0.1), default=2.0)
     jobs.add_argument("--server", help="the serve to ask (default http://127.0.0.1:8000)")
     jobs.add_argument("--store", help="read a task store directly instead: sqlite:PATH or dynamodb://TABLE")
     jobs.add_argument("--auth-token-file", help="the server's bearer token")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import requests
 
 from lanworker import status
 from lanworker.errors import ConfigError, QueueUnreachable
-from lanworker.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
+from lanworker.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from lanworker.logs import escape_controls
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -43,6 +44,8 @@ def source(args: argparse.Namespace) -> Fetch:
     if args.store:
         from lanworker.tes.store import open_store
 
+        if args.store.startswith("sqlite:") and not os.path.exists(os.path.expanduser(args.store[7:])):
+            raise QueueUnreachable(f"no task store at {args.store[7:]}")  # a typo must not look empty
         store = open_store(args.store)
 
         def from_store(job_id: str | None, params: dict[str, Any]) -> Any:
@@ -147,22 +150,26 @@ def show(job: dict[str, Any]) -> str:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    fetch = source(args)
     words = list(args.words)
-    if words and words[0] == "show":
-        if len(words) != 2:
-            print("usage: worker.py jobs show ID", file=sys.stderr)
-            return EXIT_FAILED
+    if (words and words[0] != "show") or len(words) == 1 or len(words) > 2:
+        print(
+            "usage: worker.py jobs [--state S] [--limit N] [--watch], or worker.py jobs show ID",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    state = args.state.upper() if args.state else None
+    if state and state not in status.STATE_ORDER:
+        print(f"--state {args.state!r}: one of {', '.join(status.STATE_ORDER)}", file=sys.stderr)
+        return EXIT_USAGE
+    fetch = source(args)
+    if words:
         job = fetch(words[1], {})
         if job is None:
             print(f"no job {words[1]!r}", file=sys.stderr)
             return EXIT_FAILED
         print(json.dumps(job, indent=2, default=str) if args.json else show(job))
         return EXIT_OK
-    if words:
-        print(f"unknown jobs command {words[0]!r}: use `jobs` or `jobs show ID`", file=sys.stderr)
-        return EXIT_FAILED
-    params = {"limit": args.limit, **({"state": args.state} if args.state else {})}
+    params = {"limit": args.limit, **({"state": state} if state else {})}
     colour = sys.stdout.isatty() and not args.json
     try:
         while True:

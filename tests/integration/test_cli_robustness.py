@@ -281,3 +281,28 @@ def test_dead_letters_of_a_queue_file_that_does_not_exist_is_an_error(tmp_path: 
     completed = run_cli("dead-letters", "--queue", f"local:{tmp_path / 'typo.db'}")
     assert completed.returncode == exitcodes.EXIT_QUEUE_UNREACHABLE
     assert "no local queue at" in completed.stderr and not (tmp_path / "typo.db").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["jobs", "--limit", "-1"], "--limit: -1 is not between 1 and 1000"),
+        (["jobs", "--interval-s", "0", "--watch"], "--interval-s: 0 is not at least 0.1"),
+        (["jobs", "--state", "BOGUS", "--store", "sqlite:/dev/null"], "one of QUEUED, INITIALIZING"),
+        (["jobs", "show"], "usage: worker.py jobs"),
+        (["jobs", "list", "all"], "usage: worker.py jobs"),
+        (["serve", "--port", "70000"], "--port: 70000 is not between 0 and 65535"),
+        (["serve", "--workers", "-1"], "--workers: -1 is not at least 0"),
+        (["dead-letters", "--limit", "0"], "--limit: 0 is not at least 1"),
+    ],
+)
+def test_out_of_range_arguments_are_usage_errors(argv: list[str], fragment: str) -> None:
+    completed = run_cli(*argv)  # --limit -1 was an IndexError traceback; the others ran
+    assert completed.returncode == exitcodes.EXIT_USAGE, completed.stderr
+    assert fragment in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_jobs_from_a_store_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    completed = run_cli("jobs", "--store", f"sqlite:{tmp_path / 'typo.db'}")
+    assert completed.returncode == exitcodes.EXIT_QUEUE_UNREACHABLE
+    assert "no task store at" in completed.stderr and not (tmp_path / "typo.db").exists()
