@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lanworker.config import WorkerConfig, build_config
 from lanworker.errors import ConfigError, InvalidMessage, MessageRefused, QueueUnreachable, TransientError
-from lanworker.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from lanworker.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from lanworker.logs import configure_logging
 from lanworker.polling import ReceiveLoop
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
@@ -190,6 +190,9 @@ def run_translate(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG if problems else EXIT_OK
     if args.dry_run:
+        if not args.paths:
+            print("translate --dry-run needs event files (or - for standard input)", file=sys.stderr)
+            return EXIT_USAGE
         status = EXIT_OK
         for name in args.paths:
             try:

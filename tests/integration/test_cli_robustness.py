@@ -294,6 +294,7 @@ def test_dead_letters_of_a_queue_file_that_does_not_exist_is_an_error(tmp_path: 
         (["serve", "--port", "70000"], "--port: 70000 is not between 0 and 65535"),
         (["serve", "--workers", "-1"], "--workers: -1 is not at least 0"),
         (["dead-letters", "--limit", "0"], "--limit: 0 is not at least 1"),
+        (["translate", "--dry-run", "--rules", "examples/rules/gen3.yaml"], "needs event files"),
     ],
 )
 def test_out_of_range_arguments_are_usage_errors(argv: list[str], fragment: str) -> None:
