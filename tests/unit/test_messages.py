@@ -109,3 +109,14 @@ def test_messages_up_to_the_sqs_maximum_of_1_mib_are_read() -> None:
     """SQS has taken messages up to 1 MiB since 2025: one of 900 KB must run, not be dead-lettered."""
     body = json.dumps({"service": "s", "env": {"PAD": "x" * 900_000}, "command": {"arguments": []}})
     assert messages.parse(body.encode()).env["PAD"] == "x" * 900_000
+
+
+def test_a_task_with_two_inputs_at_one_path_is_invalid() -> None:
+    task = {
+        "service": "task",
+        "executors": [{"image": "busybox", "command": ["cat", "/d/a"]}],
+        "inputs": [{"path": "/d/a", "content": "1"}, {"path": "/d/b", "content": "2"}],
+    }
+    assert messages.validate_document(task) == []
+    task["inputs"].append({"path": "/d/a", "url": "s3://bucket/a"})
+    assert messages.validate_document(task) == ["$.inputs[2].path: '/d/a' is also $.inputs[0].path"]
