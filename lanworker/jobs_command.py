@@ -44,8 +44,9 @@ def source(args: argparse.Namespace) -> Fetch:
     if args.store:
         from lanworker.tes.store import open_store
 
-        if args.store.startswith("sqlite:") and not os.path.exists(os.path.expanduser(args.store[7:])):
-            raise QueueUnreachable(f"no task store at {args.store[7:]}")  # a typo must not look empty
+        path = os.path.expanduser(args.store.removeprefix("sqlite:"))
+        if args.store.startswith("sqlite:") and not os.path.exists(path):
+            raise QueueUnreachable(f"no task store at {path}")  # a typo must not look empty
         store = open_store(args.store)
 
         def from_store(job_id: str | None, params: dict[str, Any]) -> Any:
