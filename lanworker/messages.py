@@ -188,7 +188,8 @@ def _argument_value(value: Any) -> str | None:
     return str(value)
 
 
-def _uri_problems(path: str, uri: str, writable: bool) -> list[str]:
+def _uri_problems(path: str, uri: str, writable: bool, an_object: bool = False) -> list[str]:
+    """an_object: the URI must name one object, not a bucket (a prefix may be a bucket)."""
     scheme = uri_scheme(uri)
     allowed = WRITABLE_SCHEMES if writable else READABLE_SCHEMES
     if scheme not in allowed:
@@ -197,24 +198,29 @@ def _uri_problems(path: str, uri: str, writable: bool) -> list[str]:
             f"{path}: scheme '{scheme}://' is not supported for {usage} "
             f"(use one of: {', '.join(s + '://' for s in allowed)} or a local path)"
         ]
-    if scheme == "s3" and not uri[len("s3://") :].partition("/")[0]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if scheme == "s3" and not bucket:
         return [f"{path}: '{uri}' has no bucket"]
+    if scheme == "s3" and an_object and not key:
+        return [f"{path}: '{uri}' names a bucket, not an object"]
     return []
 
 
 def _check_uris(command: dict[str, Any]) -> list[str]:
     problems: list[str] = []
 
-    def check(path: str, uri: str, writable: bool) -> None:
-        problems.extend(_uri_problems(path, uri, writable))
+    def check(path: str, uri: str, writable: bool, an_object: bool = True) -> None:
+        problems.extend(_uri_problems(path, uri, writable, an_object))
 
     for index, argument in enumerate(command.get("arguments", [])):
         if argument["type"] in ("input", "output"):
-            check(f"$.command.arguments[{index}].value", argument["value"], argument["type"] == "output")
-    for index, uri in enumerate(command.get("input", [])):
-        check(f"$.command.input[{index}]", uri, writable=False)
+            value = argument["value"]
+            where = f"$.command.arguments[{index}].value"
+            check(where, value, argument["type"] == "output", an_object=not value.endswith("/"))
+    for index, uri in enumerate(command.get("input", [])):  # prefixes
+        check(f"$.command.input[{index}]", uri, writable=False, an_object=False)
     for index, uri in enumerate(command.get("output", [])):
-        check(f"$.command.output[{index}]", uri, writable=True)
+        check(f"$.command.output[{index}]", uri, writable=True, an_object=False)
     stdin = command.get("stdin")
     if stdin and stdin["type"] == "uri":
         check("$.command.stdin.value", stdin["value"], writable=False)
@@ -281,11 +287,13 @@ def _check_task(document: dict[str, Any]) -> list[str]:
             )
         first_at.setdefault(item["path"], index)
         if "url" in item:
-            problems.extend(_uri_problems(f"$.inputs[{index}].url", item["url"], writable=False))
+            a_file = item.get("type", "FILE") == "FILE"
+            problems.extend(_uri_problems(f"$.inputs[{index}].url", item["url"], False, a_file))
     for index, item in enumerate(document.get("outputs", [])):
         path_problem(f"$.outputs[{index}].path", item["path"].rstrip("/") or "/")
-        problems.extend(_uri_problems(f"$.outputs[{index}].url", item["url"], writable=True))
         wildcards = any(char in item["path"] for char in "*?[")
+        a_file = item.get("type", "FILE") == "FILE" and not wildcards
+        problems.extend(_uri_problems(f"$.outputs[{index}].url", item["url"], True, a_file))
         if wildcards and not item.get("path_prefix"):
             problems.append(f"$.outputs[{index}]: a path with wildcards needs a path_prefix")
         if wildcards and not item["path"].startswith(item.get("path_prefix") or "/"):

@@ -107,8 +107,11 @@ def connection_errors() -> tuple[type[BaseException], ...]:
 
 def is_botocore_failure(exc: BaseException) -> bool:
     """A BotoCoreError: botocore failed without an answer (no credentials, a connection
-    it gave up on, ...), as opposed to a ClientError, which is S3's or SQS's answer."""
-    return isinstance(exc, _loaded("botocore.exceptions", "BotoCoreError"))
+    it gave up on, ...), as opposed to a ClientError, which is S3's or SQS's answer.
+    Not a ParamValidationError: botocore refused the request itself, and always will."""
+    return isinstance(exc, _loaded("botocore.exceptions", "BotoCoreError")) and not isinstance(
+        exc, _loaded("botocore.exceptions", "ParamValidationError")
+    )
 
 
 def client_error_code(exc: BaseException) -> str:

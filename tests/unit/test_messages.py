@@ -120,3 +120,24 @@ def test_a_task_with_two_inputs_at_one_path_is_invalid() -> None:
     assert messages.validate_document(task) == []
     task["inputs"].append({"path": "/d/a", "url": "s3://bucket/a"})
     assert messages.validate_document(task) == ["$.inputs[2].path: '/d/a' is also $.inputs[0].path"]
+
+
+def test_a_bucket_is_not_an_object() -> None:
+    def problems(**command: object) -> list[str]:
+        return messages.validate_document({"service": "s", "command": {"arguments": [], **command}})
+
+    assert problems(arguments=[{"type": "input", "value": "s3://bucket"}]) == [
+        "$.command.arguments[0].value: 's3://bucket' names a bucket, not an object"
+    ]
+    assert problems(arguments=[{"type": "output", "value": "s3://bucket"}]) != []
+    assert problems(stdin={"type": "uri", "value": "s3://bucket/"}) != []
+    # A prefix may be a whole bucket.
+    assert problems(arguments=[{"type": "input", "value": "s3://bucket/"}]) == []
+    assert problems(input=["s3://bucket"], output=["s3://bucket/out/"]) == []
+    task = {"service": "t", "executors": [{"image": "i", "command": ["x"]}]}
+    file_input = {**task, "inputs": [{"path": "/in", "url": "s3://bucket"}]}
+    assert messages.validate_document(file_input) == [
+        "$.inputs[0].url: 's3://bucket' names a bucket, not an object"
+    ]
+    directory = {**task, "inputs": [{"path": "/in", "url": "s3://bucket", "type": "DIRECTORY"}]}
+    assert messages.validate_document(directory) == []
