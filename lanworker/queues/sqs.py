@@ -26,6 +26,7 @@ MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: the whole payload, bodies and 
 CLASSIC_MESSAGE_BYTES = 256 * 1024
 MAX_WAIT_S = 20
 REASON_ATTRIBUTE = "lanworker-dead-letter-reason"
+MAX_ATTRIBUTES = 10  # message attributes SQS takes on one message
 STALE_CODES = frozenset(
     {
         "ReceiptHandleIsInvalid",
@@ -335,15 +336,20 @@ class SqsQueue:
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         if self.dead_letter_url:
-            target = SqsQueue(self.dead_letter_url, client=self.client)
-            target.send(
-                message.body,
-                attributes={
-                    **message.attributes,
-                    REASON_ATTRIBUTE: reason[:1000],
-                    "lanworker-source-queue": self.url,
-                },
-            )
+            ours = {REASON_ATTRIBUTE: reason[:1000], "lanworker-source-queue": self.url}
+            # SQS takes ten attributes a message: ours say why, so the sender's give way.
+            kept = dict(list(message.attributes.items())[: MAX_ATTRIBUTES - len(ours)])
+            try:
+                SqsQueue(self.dead_letter_url, client=self.client).send(message.body, {**kept, **ours})
+            except MessageRefused as exc:  # e.g. a dead-letter queue still at 256 KiB
+                logger.error(
+                    "dead-letter queue refused message %s (%s); released for the queue's redrive policy",
+                    message.message_id,
+                    exc,
+                    extra={"action": "dead-letter"},
+                )
+                self.release(message)
+                return
             self.delete(message)
             logger.warning(
                 "message %s sent to dead-letter queue %s: %s",

@@ -131,6 +131,28 @@ def test_dead_letters_cli_on_sqs(moto_server, queue_factory, worker_factory) -> 
     assert [m.body for m in SqsQueue(queue).receive(10, 1, 30)] == ["{broken"]
 
 
+def test_dead_lettering_within_what_the_dead_letter_queue_takes(
+    moto_server, queue_factory, worker_factory
+) -> None:
+    """Ten sender attributes plus our two would be refused (SQS takes ten): the reason
+    stays, sender attributes give way. A message larger than the dead-letter queue takes
+    is released for the redrive policy, never deleted."""
+    queue = queue_factory()
+    dead = queue_factory(attributes={"MaximumMessageSize": str(256 * 1024)})
+    attributes = {f"a{index}": str(index) for index in range(10)}
+    SqsQueue(queue).send("{broken", attributes=attributes)
+    worker_factory(queue_url=queue, dead_letter_queue_url=dead).run()
+    [letter] = SqsQueue(dead).receive(10, 1, 30)
+    assert letter.body == "{broken" and "not valid JSON" in letter.attributes["lanworker-dead-letter-reason"]
+    assert len(letter.attributes) == 10 and letter.attributes["a0"] == "0"
+    large = "{" + "x" * 300_000  # invalid, and over the dead-letter queue's 256 KiB
+    SqsQueue(queue).send(large)
+    worker_factory(queue_url=queue, dead_letter_queue_url=dead).run()
+    assert SqsQueue(dead).receive(10, 1, 30) == []
+    [kept] = SqsQueue(queue).receive(10, 2, 30)
+    assert kept.body == large  # released whole for the queue's own redrive policy
+
+
 def test_hostile_keys_are_rejected_and_nothing_escapes(
     s3, bucket_factory, queue_factory, worker_factory, tmp_path, work_root
 ) -> None:
