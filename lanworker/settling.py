@@ -151,7 +151,8 @@ class Settler:
         outcome.result.receive_count = message.receive_count
         if isinstance(outcome, Delete) and outcome.requeue is not None:
             try:
-                self.queue.send(outcome.requeue.body, delay_s=outcome.requeue.delay_s)
+                requeue = outcome.requeue
+                self.queue.send(requeue.body, delay_s=requeue.delay_s, group_id=message.group_id)
             except Exception as exc:
                 self._undelivered(message, outcome.result.job_id, exc)
                 return False

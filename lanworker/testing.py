@@ -42,6 +42,7 @@ class _Stored:
     visible_at: float = 0.0
     receive_count: int = 0
     receipt: str | None = None
+    group_id: str | None = None
 
 
 class InMemoryQueue:
@@ -54,6 +55,7 @@ class InMemoryQueue:
         self.messages: dict[str, _Stored] = {}
         self.dead_letters: list[DeadLetterEntry] = []
         self.operations: list[tuple[str, str]] = []
+        self.groups: dict[str, str | None] = {}  # message id -> the group it was sent in (FIFO)
         self._lock = threading.Lock()
         self._order = itertools.count()
 
@@ -70,9 +72,10 @@ class InMemoryQueue:
         message_id = f"m{next(self._order):04d}-{uuid.uuid4().hex[:6]}"
         with self._lock:
             self.messages[message_id] = _Stored(
-                message_id, body, dict(attributes or {}), time.monotonic() + delay_s
+                message_id, body, dict(attributes or {}), time.monotonic() + delay_s, group_id=group_id
             )
             self.operations.append(("send", message_id))
+            self.groups[message_id] = group_id
         return message_id
 
     def max_message_bytes(self) -> int | None:
@@ -108,7 +111,14 @@ class InMemoryQueue:
                 stored.visible_at = now + visibility_timeout_s
                 self.operations.append(("receive", stored.message_id))
             return [
-                ReceivedMessage(s.message_id, s.receipt or "", s.body, s.receive_count, dict(s.attributes))
+                ReceivedMessage(
+                    s.message_id,
+                    s.receipt or "",
+                    s.body,
+                    s.receive_count,
+                    dict(s.attributes),
+                    group_id=s.group_id,
+                )
                 for s in ready
             ]
 

@@ -18,6 +18,7 @@ class ReceivedMessage:
     receive_count: int = 1
     attributes: dict[str, str] = field(default_factory=dict)
     first_received_at: float | None = None  # epoch seconds, when the backend knows it
+    group_id: str | None = None  # a FIFO queue's MessageGroupId: a retry keeps its group
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,7 @@ class LocalQueue:
                     self._move_to_dead_letters(db, message_id, reason)
                     continue
                 receipt = f"{message_id}:{uuid.uuid4()}"
+                stored = json.loads(attributes)
                 db.execute(
                     "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, "
                     "first_received_at = COALESCE(first_received_at, ?), receipt = ? WHERE id = ?",
@@ -191,8 +192,9 @@ class LocalQueue:
                         receipt_handle=receipt,
                         body=body,
                         receive_count=count + 1,
-                        attributes=json.loads(attributes),
+                        attributes=stored,
                         first_received_at=first_received or now,
+                        group_id=stored.get("MessageGroupId"),
                     )
                 )
         return received

@@ -193,7 +193,11 @@ class SqsQueue:
             MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
             WaitTimeSeconds=int(max(0, min(MAX_WAIT_S, wait_time_s))),
             VisibilityTimeout=visibility_timeout_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
+            MessageSystemAttributeNames=[
+                "ApproximateReceiveCount",
+                "ApproximateFirstReceiveTimestamp",
+                "MessageGroupId",
+            ],
             MessageAttributeNames=["All"],
         )
         messages = []
@@ -208,6 +212,7 @@ class SqsQueue:
                     receive_count=int(system.get("ApproximateReceiveCount", 1)),
                     attributes=_attributes(raw.get("MessageAttributes", {})),
                     first_received_at=int(first) / 1000.0 if first else None,
+                    group_id=system.get("MessageGroupId"),
                 )
             )
         return messages

@@ -262,3 +262,10 @@ def test_heartbeats_extend_in_batches_and_a_stale_receipt_is_told_apart(queue_fa
     errors = queue.change_visibility_batch(held, 60)
     assert isinstance(errors[3], StaleReceipt)
     assert [index for index, error in enumerate(errors) if error is not None] == [3]
+
+
+def test_a_fifo_message_is_received_with_its_group(queue_factory) -> None:
+    queue = queue_factory(f"grouped-{uuid.uuid4().hex[:8]}.fifo", {"FifoQueue": "true"})
+    SqsQueue(queue).send('{"service": "s"}', group_id="tenant-7", deduplication_id="d1")
+    [message] = SqsQueue(queue).receive(1, 1, 30)
+    assert message.group_id == "tenant-7"  # what a retry is sent back with
