@@ -253,7 +253,9 @@ class EventPublisher:
             if self._sns is None:
                 import botocore.session  # only for SNS targets
 
-                self._sns = botocore.session.get_session().create_client("sns")
+                # The topic's own region, from its ARN (arn:aws:sns:REGION:ACCOUNT:NAME).
+                region = self.target.split(":")[3] or None
+                self._sns = botocore.session.get_session().create_client("sns", region_name=region)
             try:
                 self._sns.publish(TopicArn=self.target, Message=body)
             except Exception as exc:
