@@ -151,8 +151,10 @@ class Settler:
         outcome.result.receive_count = message.receive_count
         if isinstance(outcome, Delete) and outcome.requeue is not None:
             try:
-                requeue = outcome.requeue
-                self.queue.send(requeue.body, delay_s=requeue.delay_s, group_id=message.group_id)
+                requeue = outcome.requeue  # the next attempt keeps the sender's attributes and group
+                self.queue.send(
+                    requeue.body, message.attributes, delay_s=requeue.delay_s, group_id=message.group_id
+                )
             except Exception as exc:
                 self._undelivered(message, outcome.result.job_id, exc)
                 return False

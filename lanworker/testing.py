@@ -11,6 +11,7 @@ Like dramatiq's StubBroker, they let a test drive the real worker loop and job r
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -55,7 +56,7 @@ class InMemoryQueue:
         self.messages: dict[str, _Stored] = {}
         self.dead_letters: list[DeadLetterEntry] = []
         self.operations: list[tuple[str, str]] = []
-        self.groups: dict[str, str | None] = {}  # message id -> the group it was sent in (FIFO)
+        self.sent: dict[str, _Stored] = {}  # every message as it was sent, kept after its delete
         self._lock = threading.Lock()
         self._order = itertools.count()
 
@@ -71,11 +72,12 @@ class InMemoryQueue:
             raise MessageRefused(f"{self.url} refused the message: longer than {self.max_bytes} bytes")
         message_id = f"m{next(self._order):04d}-{uuid.uuid4().hex[:6]}"
         with self._lock:
-            self.messages[message_id] = _Stored(
+            stored = _Stored(
                 message_id, body, dict(attributes or {}), time.monotonic() + delay_s, group_id=group_id
             )
+            self.messages[message_id] = stored
+            self.sent[message_id] = dataclasses.replace(stored)
             self.operations.append(("send", message_id))
-            self.groups[message_id] = group_id
         return message_id
 
     def max_message_bytes(self) -> int | None:

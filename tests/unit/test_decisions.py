@@ -118,14 +118,16 @@ def test_a_retry_policy_requeues_before_deleting(work_root: Path) -> None:
     assert fake.queue.ops(message_id) == ["send", "receive", "delete"]
 
 
-def test_a_retry_keeps_the_message_group(work_root: Path) -> None:
+def test_a_retry_keeps_the_message_group_and_attributes(work_root: Path) -> None:
     """On a FIFO queue a retry in a group of the worker's own would wait behind every
     other retry of the fleet, and lose the sender's order."""
     fake = fake_worker(work_root, ScriptedExecutor([ExecutionResult(exit_code=3)]), remote=REMOTE)
-    fake.queue.send(message(id="job-g", retry={"attempts": 2, "on_exit_codes": [3]}), group_id="tenant-7")
+    body = message(id="job-g", retry={"attempts": 2, "on_exit_codes": [3]})
+    fake.queue.send(body, {"trace-id": "t-1"}, group_id="tenant-7")
     fake.run()
     assert [r["state"] for r in fake.result_documents()] == ["retrying", "succeeded"]
-    assert list(fake.queue.groups.values()) == ["tenant-7", "tenant-7"]  # the message, its retry
+    sent = [(stored.attributes, stored.group_id) for stored in fake.queue.sent.values()]
+    assert sent == [({"trace-id": "t-1"}, "tenant-7")] * 2  # the message, then its retry
 
 
 def test_timeout_covers_the_run_and_fails_the_job(work_root: Path) -> None:
