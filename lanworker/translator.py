@@ -3,8 +3,8 @@
 An event message is deleted only after every command it produced was sent. A crash in
 between re-sends on redelivery; each command carries a deduplication key (bucket, key,
 version/sequencer/etag, rule) as the `lanworker-dedup-key` attribute and, on FIFO
-targets, as MessageDeduplicationId, so consumers can drop duplicates. An event that is
-not one, or one a command of which its target queue refuses (too large, say), is
+targets, as MessageDeduplicationId, so consumers can drop duplicates. An event message that
+is not an S3 event, or whose command a target queue refuses (too large, say), is
 dead-lettered whole with the reason: sending it again could not help.
 """
 
