@@ -453,7 +453,7 @@ class JobRunner:
         if execution.exit_code == EXIT_SIGKILL and execution.memory_limit_mb is not None:
             # The engine can miss an OOM kill of a container that exits at once after it.
             return (
-                f"command was killed by SIGKILL (exit code 137): most often its memory limit "
+                f"command was killed by SIGKILL (exit code {EXIT_SIGKILL}): most often its memory limit "
                 f"({execution.memory_limit_mb} MB), though no OOM kill was recorded"
             )
         return f"command exited with code {execution.exit_code}"
