@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lanworker import __version__
-from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config
+from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config, is_local_queue
 from lanworker.errors import ConfigError, InvalidMessage, JobFailed, QueueUnreachable, TransientError
 from lanworker.exitcodes import (
     EXIT_CONFIG,
@@ -81,6 +81,11 @@ def _worker_options() -> argparse.ArgumentParser:
     add("--wait-time-s", type=int, help="long-poll wait (default 20)")
     add("--max-receives", type=int, help="local queue: receives before dead-lettering (default 5)")
     add("--heartbeat-interval-s", type=float)
+    add(
+        "--cancel-check-s",
+        type=float,
+        help="how often running jobs' cancel markers are looked for (default 2)",
+    )
     add("--max-job-runtime-s", type=float)
     add("--grace-period-s", type=float, help="how long running jobs may finish after SIGTERM (default 60)")
     add("--timeout-s", dest="default_timeout_s", type=float, help="default job timeout")
@@ -92,7 +97,17 @@ def _worker_options() -> argparse.ArgumentParser:
     add(
         "--retry-budget-s", type=float, help="how long a storage call retries transient failures (default 60)"
     )
-    add("--allow-local-files", action=argparse.BooleanOptionalAction, default=None)
+    add(
+        "--allow-local-files",
+        dest="local_file_roots",
+        action="append",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="allow file:// URIs and paths in messages, beneath DIR (repeatable); without DIR anywhere "
+        "(serve needs a DIR)",
+    )
+    add("--no-allow-local-files", dest="allow_local_files", action="store_false", default=None)
     add(
         "--allow-private-http",
         action="store_true",
@@ -105,6 +120,7 @@ def _worker_options() -> argparse.ArgumentParser:
         help="environment name glob messages may set although refused by default (repeatable)",
     )
     add("--max-job-disk-mb", type=int, help="stop a job whose job dir grows beyond this (reason disk-limit)")
+    add("--max-output-mb", type=int, help="fail a job whose outputs add up to more (output-too-large)")
     add("--log-format", choices=("json", "text"))
     add("--log-level")
     add("--metrics-port", type=PORT)
@@ -171,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="ask the worker running JOB_ID to stop it")
     cancel.add_argument("job_id")
     cancel.add_argument("--control", dest="control_url")
+    cancel.add_argument(
+        "--queue", dest="queue_url", help="an embedded queue to check that JOB_ID is queued or running"
+    )
 
     _translate_parser(commands)
 
@@ -190,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="task store: sqlite:PATH (default in --state-dir) or dynamodb://TABLE")
     serve.add_argument("--state-dir", help="where the embedded store, queues and control live")
     serve.add_argument("--auth-token-file", help="file holding the Bearer token clients must send")
+    serve.add_argument(
+        "--max-store-mb",
+        type=_within(int, 1),
+        help="refuse new tasks (507) once the task store holds this much",
+    )
+    serve.add_argument(
+        "--keep-days", type=_within(float, 0.001), help="remove finished tasks older than this, hourly"
+    )
     serve.add_argument(
         "--insecure-no-auth", action="store_true", help="serve beyond loopback without a token"
     )
@@ -400,7 +427,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from lanworker.jobs import cancel_marker
+    from lanworker.cancels import request_cancel
     from lanworker.storage import Storage
 
     control = build_config({"mode": "client", "control_url": args.control_url}).control_url
@@ -410,9 +437,12 @@ def run_cancel(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    marker = cancel_marker(control, args.job_id)
+    local = args.queue_url if args.queue_url and is_local_queue(args.queue_url) else None
+    if local and not LocalQueue(local).holds_job(args.job_id):
+        print(f"no job {args.job_id!r} is queued or running on {local}", file=sys.stderr)
+        return EXIT_FAILED
     try:
-        Storage().write_bytes(marker, json.dumps({"requested_at": time.time()}).encode())
+        request_cancel(Storage(), control, args.job_id, "cli")
     except TransientError as exc:
         print(f"cannot reach the control location: {exc}", file=sys.stderr)
         return EXIT_QUEUE_UNREACHABLE

@@ -54,6 +54,7 @@ class WorkerConfig:
     wait_time_s: int = 20
     max_receives: int = 5
     heartbeat_interval_s: float = 0.0  # 0 means a third of the visibility timeout
+    cancel_check_s: float = 2.0  # how often a worker looks for cancel markers while jobs run
     max_job_runtime_s: float = SQS_MAX_VISIBILITY_S - 1800
     grace_period_s: float = 60.0
     default_timeout_s: float | None = None
@@ -64,9 +65,11 @@ class WorkerConfig:
     transfer_concurrency: int = 8
     retry_budget_s: float = 60.0  # how long one storage call retries transient failures
     allow_local_files: bool | None = None  # None: allowed only on the embedded local queue
+    local_file_roots: tuple[str, ...] = ()  # --allow-local-files DIR: only beneath these ("" = anywhere)
     allow_private_http: bool = False  # http(s) inputs from loopback, link-local, private addresses
     allow_env: tuple[str, ...] = ()  # globs of refused-by-default env names messages may set
     max_job_disk_mb: int | None = None  # stop a job whose job dir grows beyond this
+    max_output_mb: int | None = None  # fail a job whose outputs add up to more (output-too-large)
     log_format: str | None = None  # None: json when stderr is not a TTY
     log_level: str = "INFO"
     metrics_port: int | None = None
@@ -87,9 +90,14 @@ class WorkerConfig:
 
     @property
     def local_files_allowed(self) -> bool:
-        if self.allow_local_files is None:
-            return is_local_queue(self.queue_url)
-        return self.allow_local_files
+        if self.allow_local_files is not None:
+            return self.allow_local_files
+        return bool(self.local_file_roots) or is_local_queue(self.queue_url)
+
+    @property
+    def local_roots(self) -> tuple[str, ...]:
+        """The directories local files must lie beneath; () for anywhere (when allowed at all)."""
+        return () if "" in self.local_file_roots else self.local_file_roots
 
     def validate(self) -> WorkerConfig:
         problems = []
@@ -102,6 +110,8 @@ class WorkerConfig:
             problems.append(
                 "docker mode needs an image allowlist: --allow-image PATTERN (use '*' to allow any)"
             )
+        if not 0.1 <= self.cancel_check_s <= 3600:
+            problems.append("cancel_check_s must be between 0.1 and 3600")
         if self.concurrency < 1:
             problems.append("concurrency must be at least 1")
         if not 1 <= self.visibility_timeout_s <= SQS_MAX_VISIBILITY_S:
@@ -122,6 +132,8 @@ class WorkerConfig:
             problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.max_job_disk_mb is not None and self.max_job_disk_mb < 1:
             problems.append("max_job_disk_mb must be at least 1")
+        if self.max_output_mb is not None and self.max_output_mb < 1:
+            problems.append("max_output_mb must be at least 1")
         if self.max_pids < 1 or (self.default_memory_mb is not None and self.default_memory_mb < 4):
             problems.append("max_pids must be at least 1 and default_memory_mb at least 4")
         if self.transfer_concurrency < 1 or self.capture_bytes < 0:

@@ -8,8 +8,10 @@ in one place (`worker.py`). Every phase - staging, running, uploading - obeys th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import platform
 import re
 import secrets
@@ -21,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lanworker import __version__
+from lanworker.cancels import CancelWatch
 from lanworker.config import WorkerConfig
 from lanworker.errors import CannotStart, Interrupted, InvalidMessage, JobFailed, TransientError
 from lanworker.executors.base import (
@@ -39,8 +42,9 @@ from lanworker.metrics import Metrics
 from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release, Requeue
 from lanworker.policy import MessagePolicy
 from lanworker.queues import ReceivedMessage
+from lanworker.queues.base import exhausted_reason
 from lanworker.results import EventPublisher, JobResult
-from lanworker.safefs import disk_usage_bytes
+from lanworker.safefs import TreeTooLarge, apparent_bytes, disk_usage_bytes
 from lanworker.staging import StagedJob, Workspace, collect_uploads, stage_inputs, upload_outputs
 from lanworker.stops import StopReason
 from lanworker.storage import Checkpoint, Storage, TransferRecord
@@ -50,10 +54,6 @@ logger = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # as in the command schema
 DISK_CHECK_INTERVAL_S = 2.0
-
-
-def cancel_marker(control_url: str, job_id: str) -> str:
-    return f"{control_url.rstrip('/')}/cancel/{job_id}"
 
 
 class JobWatch:
@@ -160,25 +160,13 @@ class JobRunner:
         self.metrics = metrics
         self.policy = MessagePolicy(
             allow_local_files=config.local_files_allowed,
+            local_file_roots=config.local_roots,
             allow_private_http=config.allow_private_http,
             allow_env=config.allow_env,
         )
-
-    def is_canceled(self, job_id: str) -> bool:
-        if not self.config.control_url:
-            return False
-        try:
-            return self.storage.exists(cancel_marker(self.config.control_url, job_id))
-        except Exception as exc:
-            logger.warning("cannot check cancel marker of %s: %s", job_id, exc, extra={"job_id": job_id})
-            return False
-
-    def clear_cancel(self, job_id: str) -> None:
-        if self.config.control_url:
-            try:
-                self.storage.delete(cancel_marker(self.config.control_url, job_id))
-            except Exception as exc:
-                logger.warning("cannot remove cancel marker of %s: %s", job_id, exc, extra={"job_id": job_id})
+        self.cancels = (
+            CancelWatch(storage, config.control_url, config.cancel_check_s) if config.control_url else None
+        )
 
     # ----------------------------------------------------------------- entry point
     def run(self, received: ReceivedMessage, should_stop: StopCheck) -> Outcome:
@@ -204,16 +192,33 @@ class JobRunner:
         except InvalidMessage as exc:
             return self._invalid(job_id, reply_to, received, exc)
 
+        if received.receive_count > self.config.max_receives:  # a worker died on the last one
+            return self._exhausted(job_id, message, received, "a worker stopped during the last attempt")
         self.events.publish(job_id, "received", attempt=message.attempt, receive_count=received.receive_count)
         if message.test:
             return Delete(self._listening(job_id, message), reply_to)
-        if self.is_canceled(job_id):
-            self.clear_cancel(job_id)
+        if self.cancels is not None and self.cancels.requested(job_id, received.sent_at):
             result = self._result(
                 job_id, message, "canceled", reason="canceled", error="canceled before it started"
             )
-            return Delete(result, reply_to)
-        return self._execute(job_id, message, terms, should_stop)
+            outcome: Outcome = Delete(result, reply_to)
+        else:
+            outcome = self._execute(job_id, message, terms, should_stop, received.sent_at)
+        if isinstance(outcome, Release) and received.receive_count >= self.config.max_receives:
+            # The queue would drop it on the next receive without a word: a job whose
+            # status never resolves. Dead-letter it here, with a final result and event.
+            outcome = self._exhausted(job_id, message, received, outcome.error)
+        if self.cancels is not None and isinstance(outcome, Delete | DeadLetter):
+            self.cancels.clear(job_id)  # the job is over: its marker must not outlive it
+        return outcome
+
+    def _exhausted(
+        self, job_id: str, message: CommandMessage, received: ReceivedMessage, last_error: str | None
+    ) -> DeadLetter:
+        error = exhausted_reason(received.receive_count, self.config.max_receives, last_error)
+        logger.error("dead-lettered: %s", error, extra={"job_id": job_id, "action": "dead-letter"})
+        result = self._result(job_id, message, "failed", reason="dead-lettered", error=error)
+        return DeadLetter(result, message.reply_to)
 
     def _usable_reply_to(self, value: Any) -> str | None:
         if not isinstance(value, str) or self.policy.reply_to_problem(value) is not None:
@@ -261,24 +266,33 @@ class JobRunner:
         )
 
     def _watch(
-        self, job_id: str, message: CommandMessage, terms: JobTerms, lease: StopCheck, root: Path
+        self,
+        job_id: str,
+        message: CommandMessage,
+        terms: JobTerms,
+        lease: StopCheck,
+        root: Path,
+        sent_at: float | None,
     ) -> JobWatch:
         limit_mb = self.config.max_job_disk_mb
+        cancels = self.cancels
         return JobWatch(
             lease,
             message.timeout_s or terms.timeout_s or self.config.default_timeout_s,
-            (lambda: self.is_canceled(job_id)) if self.config.control_url else None,
-            self.config.effective_heartbeat_s,
+            (lambda: cancels.requested(job_id, sent_at)) if cancels is not None else None,
+            self.config.cancel_check_s,
             (root, limit_mb * 1024 * 1024) if limit_mb else None,
         )
 
     # ----------------------------------------------------------------- execution
-    def _execute(self, job_id: str, message: CommandMessage, terms: JobTerms, lease: StopCheck) -> Outcome:
+    def _execute(
+        self, job_id: str, message: CommandMessage, terms: JobTerms, lease: StopCheck, sent_at: float | None
+    ) -> Outcome:
         timings: dict[str, float] = {}
         workspace = Workspace(
             self.config.work_root / self.config.worker_id / f"{job_id}-{secrets.token_hex(4)}"
         )
-        watch = self._watch(job_id, message, terms, lease, workspace.root)
+        watch = self._watch(job_id, message, terms, lease, workspace.root, sent_at)
         result = self._result(job_id, message, "failed", timings_s=timings)
         try:
             workspace.create(for_containers=self.executor.kind == "docker")
@@ -431,6 +445,7 @@ class JobRunner:
                     "; ".join(uploads.skipped[:5]),
                     extra={"action": "uploading"},
                 )
+        self._check_output_size(workspace.root, files)
         records: list[TransferRecord] = upload_outputs(
             files, workspace.root, self.storage, self.config.transfer_concurrency, checkpoint
         )
@@ -440,6 +455,21 @@ class JobRunner:
             if document["uri"] in container_paths:
                 document["path"] = container_paths[document["uri"]]
         return documents
+
+    def _check_output_size(self, root: Path, files: list[tuple[PurePosixPath, str]]) -> None:
+        """--max-output-mb: the outputs' apparent sizes (a sparse file counts whole), before
+        any is uploaded."""
+        if self.config.max_output_mb is None:
+            return
+        limit = self.config.max_output_mb * 1024 * 1024
+        total = 0
+        for relative, _ in files:
+            with contextlib.suppress(OSError):  # missing: the upload names it
+                total += apparent_bytes(os.lstat(root / relative))
+        if total > limit:
+            raise TreeTooLarge(
+                f"outputs add up to {total} bytes, more than --max-output-mb {self.config.max_output_mb}"
+            )
 
     def _failure_text(self, execution: ExecutionResult, message: CommandMessage) -> str:
         stop = execution.stop_reason
@@ -469,7 +499,6 @@ class JobRunner:
             )
             return Abandon()
         if reason is StopReason.CANCELED:
-            self.clear_cancel(job_id)
             result.state, result.reason, result.error = "canceled", "canceled", "canceled while running"
             self.events.publish(job_id, "canceled", reason="canceled", result=result.summary())
             return Delete(result, message.reply_to)
@@ -500,6 +529,15 @@ _STOP_TEXT = {
     StopReason.MAX_RUNTIME: "job exceeded --max-job-runtime-s and was stopped",
     StopReason.DISK_LIMIT: "job dir grew beyond --max-job-disk-mb and the job was stopped",
 }
+
+
+def job_id_of(body: str, message_id: str) -> str:
+    """The job id a message body names, when it is well-formed; else the queue's id."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return message_id
+    return (_well_formed_id(document.get("id")) if isinstance(document, dict) else None) or message_id
 
 
 def _well_formed_id(value: Any) -> str | None:

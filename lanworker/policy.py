@@ -9,6 +9,7 @@ is invalid: dead-lettered at once with the reason, never retried.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from lanworker.addresses import literal_address_refused
 from lanworker.config import is_local_queue
 from lanworker.messages import CommandMessage, uri_scheme
+from lanworker.storage import local_path
 
 # Environment names a message may not set unless the operator allows them: they change
 # what the operator's command loads or trusts (loader, interpreters, shells, proxies,
@@ -63,6 +65,7 @@ DANGEROUS_ENV = (
 @dataclass(frozen=True)
 class MessagePolicy:
     allow_local_files: bool
+    local_file_roots: tuple[str, ...] = ()  # when allowed: only beneath these (empty: anywhere)
     allow_private_http: bool = False
     allow_env: tuple[str, ...] = ()  # globs of dangerous names the operator allows anyway
 
@@ -91,6 +94,10 @@ class MessagePolicy:
             return (
                 f"{path}: local paths and file:// URIs are disabled on this worker (see --allow-local-files)"
             )
+        if scheme == "file" and self.local_file_roots and not beneath(uri, self.local_file_roots):
+            return f"{path}: {uri} is outside the directories local files are allowed in " + (
+                ", ".join(self.local_file_roots)
+            )
         if scheme in ("http", "https") and not self.allow_private_http:
             host = urlsplit(uri).hostname or ""
             if literal_address_refused(host) or host.lower() in ("localhost", "localhost.localdomain"):
@@ -104,6 +111,19 @@ class MessagePolicy:
         if not is_local_queue(url) and not url.startswith(("https://", "http://")):
             return f"{url!r} is neither an SQS queue URL nor local:PATH#NAME"
         return None
+
+
+def beneath(uri: str, roots: tuple[str, ...]) -> bool:
+    """Whether the local path uri names lies in one of roots, links resolved on both sides."""
+    try:
+        real = os.path.realpath(local_path(uri))
+    except (ValueError, OSError):
+        return False
+    for root in roots:
+        top = os.path.realpath(root)
+        if real == top or real.startswith(top.rstrip("/") + "/"):
+            return True
+    return False
 
 
 def is_dangerous_env(name: str) -> bool:

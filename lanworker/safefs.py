@@ -43,6 +43,12 @@ class TreeTooLarge(JobFailed):
         super().__init__(message, reason="output-too-large")
 
 
+def apparent_bytes(info: os.stat_result) -> int:
+    """What an entry weighs for limits: its length or its blocks, whichever is more. A
+    sparse file of 5 GB occupies a few blocks here but uploads (and downloads) as 5 GB."""
+    return max(info.st_size, info.st_blocks * 512)
+
+
 def _kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISLNK, "a symbolic link"),
@@ -82,6 +88,25 @@ def open_dir_beneath(root: Path, relative: PurePosixPath, label: str) -> int:
     return fd
 
 
+def make_dirs_beneath(root: Path, relative: PurePosixPath, label: str) -> int:
+    """mkdir -p root/relative, each level made and entered relative to its parent's
+    descriptor without following a link; returns a descriptor of the last level.
+    A link planted anywhere on the way fails with UnsafeOutput before anything is made
+    behind it (pathlib's mkdir would create directories through the link, on the host)."""
+    fd = _open_dir(root, None, label)
+    try:
+        for part in relative.parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            child = _open_dir(part, fd, label)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def open_beneath(root: Path, relative: PurePosixPath, label: str) -> BinaryIO:
     """Open root/relative for reading: a regular file with one link, reached without links.
 
@@ -112,9 +137,9 @@ def create_beneath(root: Path, relative: PurePosixPath, label: str) -> BinaryIO:
 
     For files the worker writes into a directory a container could write too (an
     executor's stdout file): a planted link or FIFO there makes this fail, never write
-    through to the host.
+    through to the host. Missing parent directories are made the same way.
     """
-    dir_fd = open_dir_beneath(root, relative.parent, label)
+    dir_fd = make_dirs_beneath(root, relative.parent, label)
     try:
         fd = os.open(
             relative.name,
@@ -186,7 +211,7 @@ def list_tree(
             if seen > max_entries:
                 raise TreeTooLarge(f"{label} holds more than {max_entries} entries")
             path = where / name
-            listing.bytes_used += info.st_blocks * 512
+            listing.bytes_used += apparent_bytes(info)
             if stat.S_ISDIR(info.st_mode):
                 if len(stack) >= max_depth:
                     raise TreeTooLarge(f"{label} is nested deeper than {max_depth} directories")
@@ -205,7 +230,8 @@ def list_tree(
 
 
 def disk_usage_bytes(root: Path, max_entries: int = 10 * MAX_ENTRIES) -> int:
-    """Bytes allocated under root (links not followed); stops counting at max_entries."""
+    """Bytes under root (links not followed), as apparent_bytes counts them; stops counting
+    at max_entries."""
     total, seen = 0, 0
     try:
         stack = [os.open(root, DIR_FLAGS)]
@@ -220,7 +246,7 @@ def disk_usage_bytes(root: Path, max_entries: int = 10 * MAX_ENTRIES) -> int:
                 entries = []
             for name, info in entries:
                 seen += 1
-                total += info.st_blocks * 512
+                total += apparent_bytes(info)
                 if stat.S_ISDIR(info.st_mode):
                     with contextlib.suppress(OSError):
                         stack.append(os.open(name, DIR_FLAGS, dir_fd=fd))

@@ -74,8 +74,7 @@ class TaskLayout:
         host = self.writable_host(container_path)
         if host is None:
             raise JobFailed(f"{label} {container_path} is not inside a volume or an output directory")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        return create_beneath(self.root, self.relative(host), label)
+        return create_beneath(self.root, self.relative(host), label)  # parents made without links
 
     def open_input(self, container_path: str, label: str) -> BinaryIO:
         host = self.readable_host(container_path)

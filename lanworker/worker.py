@@ -22,12 +22,12 @@ from lanworker.config import WorkerConfig
 from lanworker.errors import ConfigError
 from lanworker.executors.base import Executor
 from lanworker.executors.native import NativeExecutor
-from lanworker.jobs import JobRunner
+from lanworker.jobs import JobRunner, job_id_of
 from lanworker.leases import Heartbeats, Lease
 from lanworker.metrics import Metrics
 from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
 from lanworker.polling import ReceiveLoop
-from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
+from lanworker.queues import LocalQueue, Queue, QueueCache, ReceivedMessage, open_queue
 from lanworker.results import EventPublisher, ResultReporter
 from lanworker.safefs import remove_tree
 from lanworker.settling import Settler
@@ -267,6 +267,10 @@ def build_worker(config: WorkerConfig, metrics: Metrics | None = None) -> Worker
     executor = make_executor(config)
     metrics = metrics or Metrics()
     runner = JobRunner(config, executor, storage, events, metrics)
+    if isinstance(queue, LocalQueue):
+        queue.on_exhausted = lambda message_id, body, reason: events.publish(
+            job_id_of(body, message_id), "dead-lettered", reason=reason
+        )
     return Worker(
         config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics
     )

@@ -12,7 +12,12 @@ from lanworker.queues import LocalQueue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.helpers.aws_fixtures", "tests.helpers.docker_fixtures", "tests.helpers.packaging"]
+pytest_plugins = [
+    "tests.helpers.aws_fixtures",
+    "tests.helpers.docker_fixtures",
+    "tests.helpers.packaging",
+    "tests.helpers.serve_fixtures",
+]
 
 
 @pytest.fixture(autouse=True)

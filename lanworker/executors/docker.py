@@ -142,10 +142,39 @@ def load_services(path: Path) -> dict[str, ServiceSpec]:
     return services
 
 
+# What the engine says, in a 500, when the container itself cannot be made or started: the
+# task's mounts or command are at fault, and no other attempt or worker would do better.
+TASK_FAULTS = (
+    "oci runtime",
+    "duplicate mount point",
+    "invalid mount",
+    "invalid volume specification",
+    "mounting",
+    "file name too long",
+    "read-only file system",
+    "not a directory",
+    "executable file not found",
+    "no such file or directory",
+    "permission denied",
+)
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+
+
 def _is_transient_docker_error(exc: BaseException) -> bool:
+    """Only an engine that cannot answer is transient: no connection, a timeout, 502/503/504,
+    or a 500 that does not blame the task (TASK_FAULTS)."""
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         return True
-    return isinstance(exc, docker.errors.APIError) and exc.is_server_error()
+    if not isinstance(exc, docker.errors.APIError) or not exc.is_server_error():
+        return False
+    if exc.status_code in UNAVAILABLE_STATUSES:
+        return True
+    return not _blames_the_task(exc)
+
+
+def _blames_the_task(exc: docker.errors.APIError) -> bool:
+    explanation = str(exc.explanation or exc).lower()
+    return any(fault in explanation for fault in TASK_FAULTS)
 
 
 class DockerExecutor:
@@ -524,14 +553,10 @@ class DockerExecutor:
         try:
             self.client.api.start(container_id)
         except docker.errors.APIError as exc:
-            # The engine answers 500 when the runtime cannot exec the command: that is the
-            # message's fault, not the engine's, and retrying cannot help.
-            explanation = str(exc.explanation or exc)
-            if any(
-                s in explanation
-                for s in ("executable file not found", "no such file or directory", "permission denied")
-            ):
-                raise CannotStart(f"container command could not start: {explanation}") from exc
+            # The engine answers 500 when the runtime cannot mount or exec what the task
+            # asks: the message's fault, not the engine's, and retrying cannot help.
+            if _blames_the_task(exc):
+                raise CannotStart(f"container could not start: {exc.explanation or exc}") from exc
             raise
 
     @staticmethod

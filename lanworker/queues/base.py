@@ -19,6 +19,7 @@ class ReceivedMessage:
     attributes: dict[str, str] = field(default_factory=dict)
     first_received_at: float | None = None  # epoch seconds, when the backend knows it
     group_id: str | None = None  # a FIFO queue's MessageGroupId: a retry keeps its group
+    sent_at: float | None = None  # epoch seconds the message was sent, when the backend says
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,13 @@ class Queue(Protocol):
 
     def depth(self) -> dict[str, int]:
         """Approximate messages waiting (`visible`) and being worked on (`in_flight`)."""
+
+
+def exhausted_reason(receive_count: int, max_receives: int, last_error: str | None) -> str:
+    """Why a message left the queue for good after too many receives; one wording for the
+    worker and the embedded queue."""
+    reason = f"received {receive_count} times without completing (max_receives={max_receives})"
+    return f"{reason}; last error: {last_error}" if last_error else reason
 
 
 class SinglePass:

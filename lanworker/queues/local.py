@@ -19,12 +19,12 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from lanworker.errors import QueueUnreachable, StaleReceipt
-from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
+from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage, exhausted_reason
 from lanworker.sqlite import SharedConnection
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,10 @@ class LocalQueue:
         self.path, self.name = parse_local_url(url)
         self.url = f"local:{self.path}#{self.name}"
         self.max_receives = max_receives
+        # Told (message id, body, reason) of each message this queue dead-letters by itself on a receive
+        # past max_receives (a worker died on its last attempt), after the move: the worker
+        # publishes the job's final event from it, as SQS workers do on their last receive.
+        self.on_exhausted: Callable[[str, str, str], None] | None = None
         self._db: SharedConnection | None = None  # opened on first use: the file may not exist yet
 
     def sibling(self, name: str) -> LocalQueue:
@@ -163,21 +167,21 @@ class LocalQueue:
     def _receive_now(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
         now = time.time()
         received: list[ReceivedMessage] = []
+        exhausted: list[tuple[str, str, str]] = []
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT id, body, attributes, receive_count, first_received_at, last_error FROM messages "
+                "SELECT id, body, attributes, receive_count, first_received_at, last_error, sent_at FROM messages "
                 "WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, sent_at LIMIT ?",
                 (self.name, now, max_messages * 2),
             ).fetchall()
-            for message_id, body, attributes, count, first_received, last_error in rows:
+            for message_id, body, attributes, count, first_received, last_error, sent_at in rows:
                 if len(received) >= max_messages:
                     break
                 if count >= self.max_receives:
                     # The same rule as an SQS redrive policy: moved on the receive after the limit.
-                    reason = f"received {count} times without completing (max_receives={self.max_receives})"
-                    if last_error:
-                        reason += f"; last error: {last_error}"
+                    reason = exhausted_reason(count, self.max_receives, last_error)
                     self._move_to_dead_letters(db, message_id, reason)
+                    exhausted.append((message_id, body, reason))
                     continue
                 receipt = f"{message_id}:{uuid.uuid4()}"
                 stored = json.loads(attributes)
@@ -195,8 +199,12 @@ class LocalQueue:
                         attributes=stored,
                         first_received_at=first_received or now,
                         group_id=stored.get("MessageGroupId"),
+                        sent_at=sent_at,
                     )
                 )
+        for message_id, body, reason in exhausted:
+            if self.on_exhausted is not None:
+                self.on_exhausted(message_id, body, reason)
         return received
 
     def _update_owned(self, message: ReceivedMessage, sql: str, parameters: tuple[object, ...]) -> None:
@@ -294,6 +302,16 @@ class LocalQueue:
     def depth(self) -> dict[str, int]:
         counts = self.counts()
         return {"visible": counts["visible"], "in_flight": counts["in_flight"]}
+
+    def holds_job(self, job_id: str) -> bool:
+        """Whether a message for job_id (its body's id, or the message id) is queued or in flight."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND (id = ? OR "
+                "(json_valid(body) AND json_extract(body, '$.id') = ?)) LIMIT 1",
+                (self.name, job_id, job_id),
+            ).fetchone()
+        return row is not None
 
     def counts(self) -> dict[str, int]:
         """Visible, in-flight and dead-lettered message counts (for tests and the CLI)."""

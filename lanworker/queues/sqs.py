@@ -196,6 +196,7 @@ class SqsQueue:
             MessageSystemAttributeNames=[
                 "ApproximateReceiveCount",
                 "ApproximateFirstReceiveTimestamp",
+                "SentTimestamp",
                 "MessageGroupId",
             ],
             MessageAttributeNames=["All"],
@@ -204,6 +205,7 @@ class SqsQueue:
         for raw in response.get("Messages", []):
             system = raw.get("Attributes", {})
             first = system.get("ApproximateFirstReceiveTimestamp")
+            sent = system.get("SentTimestamp")
             messages.append(
                 ReceivedMessage(
                     message_id=raw["MessageId"],
@@ -213,6 +215,7 @@ class SqsQueue:
                     attributes=_attributes(raw.get("MessageAttributes", {})),
                     first_received_at=int(first) / 1000.0 if first else None,
                     group_id=system.get("MessageGroupId"),
+                    sent_at=int(sent) / 1000.0 if sent else None,
                 )
             )
         return messages

@@ -20,12 +20,20 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from lanworker import __version__
+from lanworker.cancels import request_cancel
 from lanworker.errors import MessageRefused
-from lanworker.jobs import cancel_marker
-from lanworker.messages import READABLE_SCHEMES
+from lanworker.policy import MessagePolicy
 from lanworker.queues import Queue
 from lanworker.storage import Storage
-from lanworker.tes.convert import TaskRefused, new_record, new_task_id, task_to_message, to_tes
+from lanworker.tes.convert import (
+    TaskRefused,
+    new_record,
+    new_task_id,
+    storage_schemes,
+    task_to_message,
+    to_tes,
+)
+from lanworker.tes.guard import RequestGuard
 from lanworker.tes.models import State, TesTask
 from lanworker.tes.store import Record, RecordTooLarge, TaskStore
 
@@ -33,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
 VIEWS = ("MINIMAL", "BASIC", "FULL")
-MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2047
 
@@ -44,16 +51,19 @@ class TesService:
     queue: Queue
     control_url: str
     storage: Storage
-    allow_local_files: bool
+    policy: MessagePolicy  # what a task may name (file:// only when and where the operator allows)
     health: Callable[[], tuple[bool, dict[str, object]]] = lambda: (True, {})
     metrics: Callable[[], bytes] | None = None
     extra_routes: list[Callable[[FastAPI, TesService], None]] = field(default_factory=list)
+    max_store_bytes: int | None = None  # --max-store-mb: refuse new tasks beyond it (507)
 
     # ----------------------------------------------------------------- operations
     def create(self, task: TesTask) -> str:
         task_id = new_task_id()
-        message, notes = task_to_message(task, task_id, self.allow_local_files)
-        self.store.create(new_record(task, task_id, notes))
+        message, notes = task_to_message(task, task_id, self.policy)
+        record = new_record(task, task_id, notes)
+        self._check_room(record)
+        self.store.create(record)
         try:
             self.queue.send(json.dumps(message))
         except Exception as exc:
@@ -63,12 +73,26 @@ class TesService:
         logger.info("task %s queued", task_id, extra={"job_id": task_id, "action": "queued"})
         return task_id
 
+    def _check_room(self, record: Record) -> None:
+        if self.max_store_bytes is None:
+            return
+        used = self.store.stored_bytes()
+        if used + len(json.dumps(record)) > self.max_store_bytes:
+            raise StoreFull(
+                f"the task store holds {used} bytes of its {self.max_store_bytes} (--max-store-mb): "
+                "new tasks are refused until old ones are pruned (serve --keep-days)"
+            )
+
     def cancel(self, task_id: str) -> Record | None:
         record = self.store.get(task_id)
         if record is None or State(record["state"]).is_final:
             return record
-        self.storage.write_bytes(cancel_marker(self.control_url, task_id), b'{"requested_by": "tes"}')
+        request_cancel(self.storage, self.control_url, task_id, "tes")
         return self.store.update(task_id, _cancel_requested)
+
+
+class StoreFull(Exception):
+    """The store reached --max-store-mb: 507 Insufficient Storage, with the reason."""
 
 
 def _failed_to_queue(record: Record | None, error: str) -> Record | None:
@@ -106,22 +130,31 @@ def matcher(name_prefix: str | None, state: str | None, tags: dict[str, str]) ->
 
 OPEN_PATHS = ("/healthz", "/login")
 TOKEN_COOKIE = "lanworker_token"
+COOKIE_PREFIXES = ("/jobs/", "/fragments/", "/api/jobs")  # and "/": the status view, never TES
+
+
+def takes_cookie(path: str) -> bool:
+    """The status view's routes, where a signed-in browser's cookie stands for the token."""
+    return path == "/" or path.startswith(COOKIE_PREFIXES)
 
 
 def _authorised(request: Request, token: str) -> bool:
-    """A Bearer header (API clients) or the sign-in cookie (browsers), compared in constant time."""
+    """A Bearer header (any client), or the sign-in cookie on the status view's routes only;
+    compared in constant time."""
     header = request.headers.get("authorization", "")
+    if hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+        return True
     cookie = request.cookies.get(TOKEN_COOKIE, "")
-    by_header = hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
-    by_cookie = hmac.compare_digest(cookie.encode(), token.encode())
-    return by_header or by_cookie
+    return takes_cookie(request.url.path) and hmac.compare_digest(cookie.encode(), token.encode())
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"msg": message, "status_code": status}, status_code=status)
 
 
-def create_app(service: TesService, auth_token: str | None = None) -> FastAPI:
+def create_app(service: TesService, auth_token: str | None = None, loopback_only: bool = True) -> FastAPI:
+    """The API and whatever service.extra_routes add. loopback_only: bound to loopback, so
+    only loopback Host names are answered (see guard.py)."""
     app = FastAPI(title="lanworker TES", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -144,10 +177,9 @@ def create_app(service: TesService, auth_token: str | None = None) -> FastAPI:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
         return await call_next(request)
+
+    app.add_middleware(RequestGuard, loopback_only=loopback_only)  # outside the token check
 
     for prefix in PREFIXES:
         _routes(app, service, prefix)
@@ -180,7 +212,6 @@ def _describe(errors: Any) -> str:
 def _routes(app: FastAPI, service: TesService, prefix: str) -> None:
     @app.get(f"{prefix}/service-info")
     def service_info() -> dict[str, Any]:
-        schemes = [f"{s}://" for s in READABLE_SCHEMES if s != "file" or service.allow_local_files]
         return {
             "id": "org.lanworker.tes",
             "name": "lanworker",
@@ -188,15 +219,13 @@ def _routes(app: FastAPI, service: TesService, prefix: str) -> None:
             "description": "GA4GH TES on lanworker: container tasks on an SQS or embedded queue",
             "organization": {"name": "lanworker", "url": "https://lanworker.invalid/"},
             "version": __version__,
-            "storage": schemes,
+            "storage": storage_schemes(service.policy),
             "tesResources_backend_parameters": [],
         }
 
     @app.post(f"{prefix}/tasks")
     async def create_task(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+        body = await request.body()  # its size already checked by the guard, as it arrived
         try:
             task = TesTask.model_validate_json(body)
             task_id = service.create(task)
@@ -204,6 +233,8 @@ def _routes(app: FastAPI, service: TesService, prefix: str) -> None:
             return _error(400, _describe(exc.errors()))
         except (TaskRefused, RecordTooLarge, MessageRefused) as exc:  # the last two: too large
             return _error(400, str(exc))
+        except StoreFull as exc:
+            return _error(507, str(exc))
         except Exception as exc:
             logger.error("task not queued: %s", exc, extra={"action": "queued"})
             return _error(503, f"task not queued: {exc}")

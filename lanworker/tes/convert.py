@@ -11,8 +11,10 @@ import datetime
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from lanworker.messages import READABLE_SCHEMES, WRITABLE_SCHEMES, uri_scheme, validate_document
+from lanworker.policy import MessagePolicy
 from lanworker.tes.models import State, TesTask
 
 SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = ()
@@ -33,16 +35,17 @@ def new_task_id() -> str:
     return f"{time.time_ns() // 1000:014x}-{uuid.uuid4().hex[:12]}"
 
 
-def task_to_message(task: TesTask, task_id: str, allow_local_files: bool) -> tuple[dict[str, Any], list[str]]:
+def task_to_message(task: TesTask, task_id: str, policy: MessagePolicy) -> tuple[dict[str, Any], list[str]]:
     """The command message for a task, and notes for its system logs; TaskRefused for a 400."""
     notes: list[str] = []
     for index, item in enumerate(task.inputs or []):
         if item.content is None and not item.url:
             raise TaskRefused(f"inputs[{index}]: url or content is required")
         if item.content is None:
-            _check_scheme(f"inputs[{index}].url", item.url or "", READABLE_SCHEMES, allow_local_files)
+            _check_scheme(f"inputs[{index}].url", item.url or "", READABLE_SCHEMES, policy)
     for index, output in enumerate(task.outputs or []):
-        _check_scheme(f"outputs[{index}].url", output.url, WRITABLE_SCHEMES, allow_local_files)
+        _check_scheme(f"outputs[{index}].url", output.url, WRITABLE_SCHEMES, policy)
+    _check_container_paths(task)
     resources = task.resources
     message: dict[str, Any] = {
         "id": task_id,
@@ -112,11 +115,65 @@ def task_to_message(task: TesTask, task_id: str, allow_local_files: bool) -> tup
     return message, notes
 
 
-def _check_scheme(where: str, url: str, allowed: tuple[str, ...], allow_local_files: bool) -> None:
+RESERVED_MOUNTS = ("/proc", "/sys", "/dev")  # the runtime's own: a volume there cannot be made
+
+
+def _container_paths(task: TesTask) -> list[tuple[str, str]]:
+    paths = [(f"inputs[{i}].path", item.path) for i, item in enumerate(task.inputs or [])]
+    paths += [(f"outputs[{i}].path", item.path) for i, item in enumerate(task.outputs or [])]
+    paths += [(f"volumes[{i}]", volume) for i, volume in enumerate(task.volumes or [])]
+    for i, executor in enumerate(task.executors):
+        for name in ("workdir", "stdin", "stdout", "stderr"):
+            value = getattr(executor, name)
+            if value:
+                paths.append((f"executors[{i}].{name}", value))
+    return paths
+
+
+def _check_container_paths(task: TesTask) -> None:
+    """Mount specs the engine would refuse on every attempt are a 400 here, not a task that
+    fails at start (or, before, one retried until the queue gave up on it)."""
+    for where, path in _container_paths(task):
+        if ":" in path:
+            raise TaskRefused(
+                f"{where}: {path!r}: ':' cannot be part of a container path (it separates mount specs)"
+            )
+        long = [part for part in path.split("/") if len(part.encode()) > 255]
+        if long:
+            raise TaskRefused(
+                f"{where}: a path part is {len(long[0].encode())} bytes long, over the 255 a file name may have"
+            )
+    volumes = {volume.rstrip("/") or "/" for volume in task.volumes or []}
+    for index, volume in enumerate(task.volumes or []):
+        top = volume.rstrip("/") or "/"
+        if any(top == reserved or top.startswith(reserved + "/") for reserved in RESERVED_MOUNTS):
+            raise TaskRefused(
+                f"volumes[{index}]: {volume!r} is the container runtime's own; it cannot be a volume"
+            )
+    for index, item in enumerate(task.inputs or []):
+        if (item.path.rstrip("/") or "/") in volumes:
+            raise TaskRefused(
+                f"inputs[{index}].path: {item.path!r} is a volume itself; put the input inside it"
+            )
+
+
+def _check_scheme(where: str, url: str, allowed: tuple[str, ...], policy: MessagePolicy) -> None:
     scheme = uri_scheme(url)
-    if scheme not in allowed or (scheme == "file" and not allow_local_files):
-        usable = [f"{s}://" for s in allowed if s != "file" or allow_local_files]
+    if scheme not in allowed or (scheme == "file" and not policy.allow_local_files):
+        usable = storage_schemes(policy, allowed)
         raise TaskRefused(f"{where}: {url!r} uses an unsupported scheme (supported: {', '.join(usable)})")
+    problem = policy.uri_problem(where, url)
+    if problem:
+        raise TaskRefused(problem)
+
+
+def storage_schemes(policy: MessagePolicy, allowed: tuple[str, ...] = READABLE_SCHEMES) -> list[str]:
+    """What service-info lists as storage: each scheme, and file:// as the directories allowed."""
+    found = [f"{s}://" for s in allowed if s != "file"]
+    if "file" in allowed and policy.allow_local_files:
+        roots = policy.local_file_roots or ("/",)
+        found += ["file://" + quote(root.rstrip("/") + "/") for root in roots]
+    return found
 
 
 def new_record(task: TesTask, task_id: str, notes: list[str]) -> dict[str, Any]:

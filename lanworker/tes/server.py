@@ -27,18 +27,20 @@ from lanworker.errors import ConfigError
 from lanworker.exitcodes import EXIT_INTERNAL, EXIT_STOPPED
 from lanworker.logs import configure_logging
 from lanworker.metrics import Metrics
+from lanworker.policy import MessagePolicy
 from lanworker.queues import open_queue
 from lanworker.signals import SignalFlag
 from lanworker.storage import Storage
 from lanworker.tes.app import TesService, create_app
+from lanworker.tes.guard import is_loopback_host
 from lanworker.tes.projection import Projector
-from lanworker.tes.store import open_store
+from lanworker.tes.store import TaskStore, open_store
 from lanworker.worker import Worker, build_worker
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = "~/.local/state/lanworker/serve"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PRUNE_INTERVAL_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,9 @@ class ServeSettings:
     workers: int
     store_url: str
     auth_token: str | None
-    worker_config: WorkerConfig  # queue, events, control and the embedded workers' settings
+    worker_config: WorkerConfig
+    max_store_mb: int | None = None
+    keep_days: float | None = None  # queue, events, control and the embedded workers' settings
 
 
 def settings_from(args: argparse.Namespace) -> ServeSettings:
@@ -68,6 +72,10 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
         flags.get("control_url") or os.environ.get("LANWORKER_CONTROL_URL") or str(state / "control")
     )
     flags["mode"] = "docker" if args.workers > 0 else "client"
+    if "" in (flags.get("local_file_roots") or ()):
+        raise ConfigError("serve: --allow-local-files needs a directory (--allow-local-files /data)")
+    if not flags.get("local_file_roots") and not os.environ.get("LANWORKER_LOCAL_FILE_ROOTS"):
+        flags["allow_local_files"] = False  # a TES client never reads or writes host files by default
     config = build_config(flags)
     if config.events_url and config.events_url.startswith("arn:"):
         raise ConfigError(
@@ -89,7 +97,7 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
             raise ConfigError(f"--auth-token-file: {exc}") from exc
         if len(token) < 16:
             raise ConfigError("--auth-token-file: the token must be at least 16 characters")
-    elif args.host not in LOOPBACK and not args.insecure_no_auth:
+    elif not is_loopback_host(args.host) and not args.insecure_no_auth:
         raise ConfigError(
             f"--host {args.host} exposes the API beyond this machine: give --auth-token-file FILE "
             "(Bearer token) or, knowingly, --insecure-no-auth"
@@ -101,6 +109,8 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
         store_url=args.store or os.environ.get("LANWORKER_STORE") or f"sqlite:{state / 'tasks.db'}",
         auth_token=token,
         worker_config=config,
+        max_store_mb=getattr(args, "max_store_mb", None),
+        keep_days=getattr(args, "keep_days", None),
     )
 
 
@@ -124,14 +134,19 @@ def run_serve(args: argparse.Namespace) -> int:
         queue=queue,
         control_url=str(config.control_url),
         storage=Storage(retry_budget_s=config.retry_budget_s),
-        allow_local_files=config.local_files_allowed,
+        policy=MessagePolicy(
+            allow_local_files=config.local_files_allowed,
+            local_file_roots=config.local_roots,
+            allow_private_http=config.allow_private_http,
+        ),
         health=lambda: _health(projector, threads),
         metrics=metrics.exposition,
+        max_store_bytes=settings.max_store_mb * 1024 * 1024 if settings.max_store_mb else None,
     )
     from lanworker.web import install as status_view
 
     service.extra_routes.append(status_view)
-    app = create_app(service, settings.auth_token)
+    app = create_app(service, settings.auth_token, loopback_only=is_loopback_host(settings.host))
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
@@ -149,6 +164,11 @@ def run_serve(args: argparse.Namespace) -> int:
             worker.request_shutdown()
 
     SignalFlag().install(on_signal)
+    if settings.keep_days is not None:
+        pruner = threading.Thread(
+            target=prune_loop, args=(store, settings.keep_days, stopping), name="prune", daemon=True
+        )
+        pruner.start()
     for thread in threads:
         thread.start()
     http.start()
@@ -172,6 +192,19 @@ def run_serve(args: argparse.Namespace) -> int:
         logger.error("the HTTP server stopped by itself", extra={"action": "stop"})
         return EXIT_INTERNAL
     return EXIT_STOPPED
+
+
+def prune_loop(store: TaskStore, keep_days: float, stopping: threading.Event) -> None:
+    """Remove finished tasks older than keep_days now and then every PRUNE_INTERVAL_S."""
+    while not stopping.is_set():
+        try:
+            removed = store.prune(time.time() - keep_days * 86400)
+            if removed:
+                logger.info("pruned %d finished task(s) older than %g days", removed, keep_days,
+                            extra={"action": "prune"})  # fmt: skip
+        except Exception as exc:  # a store outage: try again at the next interval
+            logger.warning("pruning old tasks failed: %s", exc, extra={"action": "prune"})
+        stopping.wait(PRUNE_INTERVAL_S)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -25,9 +25,11 @@ from typing import Any, Protocol
 from lanworker.errors import ConfigError, QueueUnreachable
 from lanworker.retries import is_botocore_failure
 from lanworker.sqlite import connect, immediate
+from lanworker.tes.models import FINAL_STATES
 
 Record = dict[str, Any]
 DYNAMODB_ITEM_BYTES = 400 * 1024
+MAX_TOKEN_TIME = 1e11  # seconds since the epoch: year 5138, beyond any created_at
 Change = Callable[[Record | None], Record | None]  # None: leave the record as it is
 
 
@@ -50,9 +52,19 @@ class TaskStore(Protocol):
     def counts(self) -> dict[str, int]:
         """How many records are in each state."""
 
+    def stored_bytes(self) -> int:
+        """What the records take now (SQLite: pages in use; DynamoDB: the table's size as
+        DynamoDB reports it, refreshed about every six hours)."""
+
+    def prune(self, created_before: float) -> int:
+        """Remove records in a final state created before this time; returns how many."""
+
 
 class RecordTooLarge(ValueError):
     """The store cannot hold a record this large (DynamoDB: 400 KB an item)."""
+
+
+FINAL_NAMES = tuple(sorted(state.value for state in FINAL_STATES))
 
 
 def encode_token(created_at: float, task_id: str) -> str:
@@ -63,9 +75,14 @@ def decode_token(token: str) -> tuple[float, str]:
     try:
         padded = token + "=" * (-len(token) % 4)
         created_at, task_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return float(created_at), str(task_id)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"page_token {token!r} is not one this server gave out") from exc
+        if not isinstance(created_at, int | float) or not isinstance(task_id, str):
+            raise TypeError("not a [time, id] pair")
+        when = float(created_at)  # an integer of 400 digits overflows here
+        if not 0 <= when < MAX_TOKEN_TIME or len(task_id) > 256:
+            raise ValueError("out of range")
+        return when, task_id
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"page_token {token[:80]!r} is not one this server gave out") from exc
 
 
 def open_store(url: str) -> TaskStore:
@@ -139,6 +156,22 @@ class SqliteTaskStore:
     def counts(self) -> dict[str, int]:
         rows = self._db().execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
         return {state: count for state, count in rows}
+
+    def stored_bytes(self) -> int:
+        db = self._db()
+        pages = (
+            db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
+
+    def prune(self, created_before: float) -> int:
+        marks = ", ".join("?" for _ in FINAL_NAMES)
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"DELETE FROM tasks WHERE created_at < ? AND state IN ({marks})",
+                (created_before, *FINAL_NAMES),
+            )
+            return cursor.rowcount
 
     def page(
         self, matches: Callable[[Record], bool], page_size: int, page_token: str | None
@@ -308,6 +341,48 @@ class DynamoTaskStore:
             last = found[page_size - 1]
             return found[:page_size], encode_token(last["created_at"], last["id"])
         return found, None
+
+    def stored_bytes(self) -> int:
+        return int(self.client.describe_table(TableName=self.table)["Table"].get("TableSizeBytes", 0))
+
+    def prune(self, created_before: float) -> int:
+        removed = 0
+        start: dict[str, Any] | None = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": self.INDEX,
+                "KeyConditionExpression": "kind = :k AND sort < :s",
+                "ExpressionAttributeValues": {
+                    ":k": {"S": "task"},
+                    ":s": {"S": self._sort_key(created_before, "")},
+                },
+                "ProjectionExpression": "id, #s",
+                "ExpressionAttributeNames": {"#s": "state"},
+            }
+            if start:
+                request["ExclusiveStartKey"] = start
+            response = self.client.query(**request)
+            for item in response.get("Items", []):
+                if item.get("state", {}).get("S") in FINAL_NAMES:
+                    removed += self._delete_final(item["id"]["S"])
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return removed
+
+    def _delete_final(self, task_id: str) -> int:
+        values = {f":f{index}": {"S": name} for index, name in enumerate(FINAL_NAMES)}
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"id": {"S": task_id}},
+                ConditionExpression=f"#s IN ({', '.join(values)})",  # not if it changed since
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=values,
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return 0
+        return 1
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}

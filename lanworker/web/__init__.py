@@ -43,17 +43,17 @@ def install(app: FastAPI, service: TesService) -> None:
         state, query, token = params(request)
         try:
             rows, next_token = status.list_jobs(service.store, state, query, PAGE_SIZE, token)
-        except ValueError:
-            rows, next_token = status.list_jobs(service.store, state, query, PAGE_SIZE, None)
-        return HTMLResponse(pages.list_page(rows, overview(), state, query, next_token, _now()))
+        except ValueError as exc:
+            return page(pages.layout("Bad request", f"<h1>{pages.e(str(exc))}</h1>"), 400)
+        return page(pages.list_page(rows, overview(), state, query, next_token, _now()))
 
     @app.get("/fragments/jobs", include_in_schema=False)
     def job_rows(request: Request) -> JSONResponse:
         state, query, token = params(request)
         try:
             rows, _ = status.list_jobs(service.store, state, query, PAGE_SIZE, token)
-        except ValueError:
-            rows = []
+        except ValueError as exc:
+            return JSONResponse({"msg": str(exc), "status_code": 400}, status_code=400)
         counts = pages.counts_html(status.counts(service.store), state, query)
         return JSONResponse({"rows": pages.rows_html(rows), "counts": counts, "updated": _now()})
 
@@ -61,22 +61,18 @@ def install(app: FastAPI, service: TesService) -> None:
     def job_page(job_id: str) -> Response:
         record = service.store.get(job_id)
         if record is None:
-            return HTMLResponse(
-                pages.layout("Not found", f"<h1>No job {pages.e(job_id)}</h1>"), status_code=404
-            )
+            return page(pages.layout("Not found", f"<h1>No job {pages.e(job_id)}</h1>"), 404)
         job = status.detail(record)
         job["submitted_text"] = status.pretty(job["submitted"])
-        return HTMLResponse(pages.job_page(job, csrf_for(job_id)))
+        return page(pages.job_page(job, csrf_for(job_id)))
 
     @app.post("/jobs/{job_id:path}/cancel", include_in_schema=False)
     async def cancel(job_id: str, request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         if not hmac.compare_digest(form.get("csrf", [""])[0], csrf_for(job_id)):
-            return HTMLResponse(
-                pages.layout("Refused", "<h1>Cancel refused: stale form</h1>"), status_code=403
-            )
+            return page(pages.layout("Refused", "<h1>Cancel refused: stale form</h1>"), 403)
         if service.cancel(job_id) is None:
-            return HTMLResponse(pages.layout("Not found", "<h1>No such job</h1>"), status_code=404)
+            return page(pages.layout("Not found", "<h1>No such job</h1>"), 404)
         return RedirectResponse("/jobs/" + quote(job_id, safe=""), status_code=303)
 
     @app.get("/api/jobs", include_in_schema=False)
@@ -85,7 +81,7 @@ def install(app: FastAPI, service: TesService) -> None:
         try:
             rows, next_token = status.list_jobs(service.store, state, query, max(1, min(limit, 1000)), token)
         except ValueError as exc:
-            return JSONResponse({"msg": str(exc)}, status_code=400)
+            return JSONResponse({"msg": str(exc), "status_code": 400}, status_code=400)
         return JSONResponse(
             {
                 "jobs": [job.as_dict() for job in rows],
@@ -103,7 +99,7 @@ def install(app: FastAPI, service: TesService) -> None:
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form() -> HTMLResponse:
-        return HTMLResponse(pages.login_page())
+        return page(pages.login_page())
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -112,12 +108,17 @@ def install(app: FastAPI, service: TesService) -> None:
         if expected is None:
             return RedirectResponse("/", status_code=303)
         if not hmac.compare_digest(token.encode(), expected.encode()):
-            return HTMLResponse(pages.login_page("That is not the token."), status_code=401)
+            return page(pages.login_page("That is not the token."), 401)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
         )
         return response
+
+
+def page(content: str, status_code: int = 200) -> HTMLResponse:
+    """Every HTML page: with its content security policy, never framed."""
+    return HTMLResponse(content, status_code=status_code, headers=pages.PAGE_HEADERS)
 
 
 def _now() -> str:

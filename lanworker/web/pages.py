@@ -5,7 +5,9 @@ and JS there is lives in this module."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import html
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -55,7 +57,11 @@ dl.facts { display:grid; grid-template-columns: max-content 1fr; gap:.3rem 1rem;
 dl.facts dt { color:var(--muted); }
 ol.timeline { margin:0; padding-left:1.2rem; }
 @media (max-width: 640px) { .hide-narrow { display:none; } main { padding:.5rem; } }
-"""
+h1.list-title { margin:.2rem 0 .6rem; }
+h1.job-title { font-size:1.2rem; }
+p.error { color:#b91c1c; }
+.state-other { background:#374151; }
+""" + "".join(f".state-{state} {{ background:{colour}; }}\n" for state, colour in STATE_COLOURS.items())
 
 REFRESH_JS = """
 (function () {
@@ -77,6 +83,18 @@ REFRESH_JS = """
   setInterval(refresh, 5000);
 })();
 """
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# Only this module's own style and script run: no inline attribute, no other origin, no frame.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src {_sha256(CSS)}; script-src {_sha256(REFRESH_JS)}; "
+    "connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Frame-Options": "DENY"}
 
 
 def e(value: Any) -> str:
@@ -105,8 +123,8 @@ def human_duration(seconds: float | None) -> str:
 
 
 def state_badge(state: str) -> str:
-    colour = STATE_COLOURS.get(state, "#374151")
-    return f'<span class="state" style="background:{colour}">{e(state)}</span>'
+    known = state if state in STATE_COLOURS else "other"
+    return f'<span class="state state-{known}">{e(state)}</span>'
 
 
 def layout(title: str, body: str, script: str = "") -> str:
@@ -217,7 +235,7 @@ def list_page(
         params = {k: v for k, v in (("state", state), ("q", query), ("page_token", next_token)) if v}
         pager = f'<p class="pager"><a href="/?{e(urlencode(params))}">Older jobs &rarr;</a></p>'
     body = (
-        '<h1 style="margin:.2rem 0 .6rem">Jobs</h1>'
+        '<h1 class="list-title">Jobs</h1>'
         f'<ul class="counts" id="counts">{counts_html(view["counts"], state, query)}</ul>'
         f"{overview_html(view)}"
         '<form class="filters" method="get" action="/" role="search">'
@@ -279,7 +297,7 @@ def job_page(job: dict[str, Any], csrf: str) -> str:
     )
     system = "".join(f"<li>{e(line)}</li>" for line in job["system_logs"])
     body = (
-        f'<p><a href="/">&larr; all jobs</a></p><h1 class="mono" style="font-size:1.2rem">{e(job["id"])}</h1>'
+        f'<p><a href="/">&larr; all jobs</a></p><h1 class="mono job-title">{e(job["id"])}</h1>'
         f"{cancel}"
         '<div class="panels"><div class="panel"><h2>Job</h2><dl class="facts">'
         + "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
@@ -296,7 +314,7 @@ def job_page(job: dict[str, Any], csrf: str) -> str:
 
 
 def login_page(error: str | None = None) -> str:
-    message = f'<p style="color:#b91c1c">{e(error)}</p>' if error else ""
+    message = f'<p class="error">{e(error)}</p>' if error else ""
     return layout(
         "Sign in",
         '<h1>Sign in</h1><p class="muted">This server needs its bearer token.</p>'

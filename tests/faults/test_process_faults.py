@@ -150,7 +150,12 @@ def test_job_longer_than_visibility_timeout_runs_once(queue_factory, spawn_worke
 def test_cancel_a_running_job(executor, queue_factory, spawn_worker, tmp_path, request) -> None:
     queue, results = queue_factory(), queue_factory()
     control = tmp_path / "control"
-    extra: list[str] = ["--control", str(control), "--heartbeat-interval-s", "1", "--results", results]
+    extra: list[str] = [
+        "--control",
+        str(control),
+        "--results",
+        results,
+    ]  # default intervals: 2 s cancel checks
     if executor == "docker":
         image = request.getfixturevalue("busybox_image")
         message = json.dumps(

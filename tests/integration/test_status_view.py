@@ -4,9 +4,7 @@ running `serve` whose store holds jobs in every state (projected from injected e
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,21 +16,12 @@ import pytest
 import requests
 
 from lanworker.queues import LocalQueue
+from tests.helpers.browser import chromium
 from tests.helpers.moto import free_port
 from tests.helpers.processes import REPO_ROOT, run_cli, start_cli, wait_until
 
-REQUIRE_BROWSER = os.environ.get("LANWORKER_REQUIRE_BROWSER") == "1"
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 HOSTILE = "<script>alert(1)</script>"
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if REQUIRE_BROWSER:
-            pytest.fail("LANWORKER_REQUIRE_BROWSER=1 but chromium is not installed (scripts/browser.sh)")
-        pytest.skip("chromium is not installed; run scripts/browser.sh as root")
-    return found
 
 
 def browse(url: str, screenshot: str | None = None, width: int = 1300, height: int = 1000) -> str:

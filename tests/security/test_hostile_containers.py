@@ -61,3 +61,17 @@ def test_containers_get_a_memory_limit_by_default(run_container) -> None:
     result = run_container(script, default_memory_mb=300)
     assert result["state"] == "succeeded", result
     assert int(result["stdout"]["text"].strip()) == 300 * 1024 * 1024
+
+
+def test_a_link_planted_in_a_volume_creates_nothing_on_the_host(
+    run_docker_message, busybox_image: str, tmp_path: Path
+) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    plant = {"image": busybox_image, "command": ["sh", "-c", f"ln -s {host} /vol/sub"]}
+    follow = {"image": busybox_image, "command": ["true"], "stdout": "/vol/sub/escaped/out.txt"}
+    result = run_docker_message(
+        {"service": busybox_image, "queue": "tes", "executors": [plant, follow], "volumes": ["/vol"]}
+    )
+    assert (result["state"], result["reason"]) == ("failed", "unsafe-output"), result
+    assert list(host.iterdir()) == []

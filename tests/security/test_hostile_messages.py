@@ -178,3 +178,18 @@ def test_policy_names_every_refusal() -> None:
         == []
     )
     assert json.dumps(problems)
+
+
+def test_a_worker_with_local_file_roots_refuses_paths_beyond_them(run_job: RunJob, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("ok")
+    (data / "link").symlink_to("/etc")
+    for uri in ("/etc/hostname", f"file://{data}/link/hostname", f"{tmp_path}/elsewhere.txt"):
+        argument = {"type": "input", "name": "--in", "value": uri}
+        result = run_job("cat $2", {"command": {"arguments": [argument]}}, local_file_roots=(str(data),))
+        assert (result["state"], result["reason"]) == ("failed", "invalid-message"), (uri, result)
+        assert "outside the directories" in result["error"]
+    argument = {"type": "input", "name": "--in", "value": f"file://{data}/in.txt"}
+    result = run_job("cat $2", {"command": {"arguments": [argument]}}, local_file_roots=(str(data),))
+    assert result["state"] == "succeeded", result

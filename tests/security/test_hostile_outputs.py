@@ -114,3 +114,34 @@ def test_a_job_that_fills_its_job_dir_is_stopped_at_the_disk_limit(run_job: RunJ
     result = run_job(script, {"timeout_s": 120, "command": {"arguments": []}}, max_job_disk_mb=50)
     assert (result["state"], result["reason"]) == ("failed", "disk-limit")
     assert result["timings_s"]["running"] < 60
+
+
+def test_a_sparse_output_counts_at_its_apparent_size(run_job: RunJob, tmp_path: Path) -> None:
+    destination = tmp_path / "dest"
+    script = 'truncate -s 5G "$2"'
+    result = run_job(
+        script, {"command": {"arguments": [output_arg(f"{destination}/big.bin")]}}, max_output_mb=64
+    )
+    assert (result["state"], result["reason"]) == ("failed", "output-too-large"), result
+    assert "5368709120 bytes" in result["error"]
+    assert not destination.exists()  # refused before any upload
+
+
+def test_a_sparse_file_counts_for_the_disk_limit(run_job: RunJob, tmp_path: Path) -> None:
+    script = 'truncate -s 2G "$2"; sleep 30'
+    result = run_job(
+        script,
+        {"timeout_s": 60, "command": {"arguments": [output_arg(f"{tmp_path}/dest/big.bin")]}},
+        max_job_disk_mb=64,
+    )
+    assert (result["state"], result["reason"]) == ("failed", "disk-limit"), result
+
+
+def test_outputs_within_max_output_mb_upload(run_job: RunJob, tmp_path: Path) -> None:
+    result = run_job(
+        'head -c 1000 /dev/zero > "$2"',
+        {"command": {"arguments": [output_arg(f"{tmp_path}/dest/small.bin")]}},
+        max_output_mb=1,
+    )
+    assert result["state"] == "succeeded", result
+    assert (tmp_path / "dest" / "small.bin").stat().st_size == 1000

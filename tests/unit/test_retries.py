@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import botocore.exceptions
+import pytest
 
 from lanworker.retries import is_botocore_failure, is_transient
 
@@ -12,3 +13,31 @@ def test_botocore_refusing_a_request_is_not_a_passing_failure() -> None:
     assert not is_botocore_failure(refused) and not is_transient(refused)
     assert is_botocore_failure(botocore.exceptions.NoCredentialsError())
     assert is_transient(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+
+
+def _engine_error(status: int, explanation: str) -> Exception:
+    import docker
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError("engine said no", response=response, explanation=explanation)
+
+
+@pytest.mark.parametrize(
+    ("status", "explanation", "transient"),
+    [
+        (500, "OCI runtime create failed: error mounting /x to rootfs: read-only file system", False),
+        (500, "Duplicate mount point: /tmp", False),
+        (500, "invalid mount config for type bind: invalid mount path", False),
+        (500, "failed to create shim task: not a directory: unknown", False),
+        (500, "context deadline exceeded", True),
+        (502, "Bad Gateway", True),
+        (503, "OCI runtime busy", True),
+        (400, "invalid volume specification", False),
+    ],
+)
+def test_only_an_unavailable_engine_is_transient(status: int, explanation: str, transient: bool) -> None:
+    from lanworker.executors.docker import _is_transient_docker_error
+
+    assert _is_transient_docker_error(_engine_error(status, explanation)) is transient

@@ -1,0 +1,39 @@
+"""A real `serve` with two embedded docker workers against moto_server, for a test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from lanworker import exitcodes
+from tests.helpers.moto import MotoServer, free_port
+from tests.helpers.processes import cli_env, start_cli, wait_until
+
+
+@pytest.fixture(scope="module")
+def tes_url(
+    moto_server: MotoServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    state = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    process = start_cli(
+        "serve", "--port", str(port), "--state-dir", str(state), "--work-root", str(state / "work"),
+        "--allow-image", "lanworker-test/*", "--workers", "2", "--wait-time-s", "1",
+        "--heartbeat-interval-s", "1", "--log-format", "json",
+        env=cli_env(**moto_server.environment()), log_path=state / "serve.log",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(healthy, 60, "serve to answer /healthz")
+    yield url
+    process.terminate()
+    assert process.wait(timeout=120) == exitcodes.EXIT_STOPPED
+    print((state / "serve.log").read_text()[-4000:])
