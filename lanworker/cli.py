@@ -120,6 +120,11 @@ def _worker_options() -> argparse.ArgumentParser:
         help="environment name glob messages may set although refused by default (repeatable)",
     )
     add("--max-job-disk-mb", type=int, help="stop a job whose job dir grows beyond this (reason disk-limit)")
+    add(
+        "--min-free-mb",
+        type=int,
+        help="stop receiving while the work root has less free (default 100, 0 off)",
+    )
     add("--max-output-mb", type=int, help="fail a job whose outputs add up to more (output-too-large)")
     add("--log-format", choices=("json", "text"))
     add("--log-level")
@@ -290,7 +295,7 @@ def run_worker(args: argparse.Namespace) -> int:
     health_server = None
     if config.metrics_port is not None:
         stall_after_s = max(120.0, 3.0 * config.wait_time_s)
-        health = receive_loop_health(lambda: worker.last_receive_at, stall_after_s)
+        health = receive_loop_health(lambda: worker.last_receive_at, stall_after_s, worker.paused)
         health_server = HealthServer(config.metrics_port, worker.metrics, health).start()
     logger.info(
         "worker %s (%s) listening on %s, concurrency %d",

@@ -50,7 +50,7 @@ class WorkerConfig:
     worker_id: str = field(default_factory=default_worker_id)
     concurrency: int = 1
     once: bool = False
-    visibility_timeout_s: int = 300
+    visibility_timeout_s: int = 60  # heartbeats extend it: a killed worker's job runs again within a minute
     wait_time_s: int = 20
     max_receives: int = 5
     heartbeat_interval_s: float = 0.0  # 0 means a third of the visibility timeout
@@ -69,6 +69,7 @@ class WorkerConfig:
     allow_private_http: bool = False  # http(s) inputs from loopback, link-local, private addresses
     allow_env: tuple[str, ...] = ()  # globs of refused-by-default env names messages may set
     max_job_disk_mb: int | None = None  # stop a job whose job dir grows beyond this
+    min_free_mb: int = 100  # stop receiving while the work root has less free space (0: never)
     max_output_mb: int | None = None  # fail a job whose outputs add up to more (output-too-large)
     log_format: str | None = None  # None: json when stderr is not a TTY
     log_level: str = "INFO"
@@ -132,6 +133,8 @@ class WorkerConfig:
             problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.max_job_disk_mb is not None and self.max_job_disk_mb < 1:
             problems.append("max_job_disk_mb must be at least 1")
+        if self.min_free_mb < 0:
+            problems.append("min_free_mb must be 0 or more")
         if self.max_output_mb is not None and self.max_output_mb < 1:
             problems.append("max_output_mb must be at least 1")
         if self.max_pids < 1 or (self.default_memory_mb is not None and self.default_memory_mb < 4):

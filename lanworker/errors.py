@@ -11,6 +11,8 @@ Which low-level failures count as transient, and the retry policy, live in `retr
 
 from __future__ import annotations
 
+import errno
+
 from lanworker.stops import StopReason
 
 
@@ -72,6 +74,20 @@ class StaleReceipt(TransientError):
     """The message's receipt is no longer ours: another worker may own it now."""
 
     kind = "stale-receipt"
+
+
+class DiskFull(TransientError):
+    """A disk the job writes to (the work root, a file:// destination) has no space left:
+    released with backoff, as for an outage; the job itself did nothing wrong."""
+
+    kind = "disk-full"
+
+
+def disk_full(exc: OSError, where: str) -> DiskFull | None:
+    """DiskFull for ENOSPC and EDQUOT (naming the path), None for any other OSError."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return DiskFull(f"disk full: {exc.filename or where}: {exc.strerror or exc}")
 
 
 class CannotStart(JobFailed):

@@ -25,7 +25,7 @@ from typing import Any
 from lanworker import __version__
 from lanworker.cancels import CancelWatch
 from lanworker.config import WorkerConfig
-from lanworker.errors import CannotStart, Interrupted, InvalidMessage, JobFailed, TransientError
+from lanworker.errors import CannotStart, Interrupted, InvalidMessage, JobFailed, TransientError, disk_full
 from lanworker.executors.base import (
     EXIT_SIGKILL,
     ExecutionRequest,
@@ -330,14 +330,12 @@ class JobRunner:
                 return DeadLetter(result, message.reply_to)
             return self._finish(job_id, message, result)
         except TransientError as exc:
-            logger.warning(
-                "job %s hit a transient failure, releasing it for redelivery: %s",
-                job_id,
-                exc,
-                extra={"job_id": job_id, "action": "released"},
-            )
-            self.events.publish(job_id, "released", error=str(exc))
-            return Release(error=str(exc), delay_s=TRANSIENT_BACKOFF_S)
+            return self._released(job_id, exc)
+        except OSError as exc:  # the work root itself, outside any storage call
+            full = disk_full(exc, str(workspace.root))
+            if full is None:
+                raise
+            return self._released(job_id, full)
         finally:
             if self.config.keep_workdir:
                 logger.info(
@@ -345,6 +343,16 @@ class JobRunner:
                 )
             else:
                 workspace.remove()
+
+    def _released(self, job_id: str, exc: TransientError) -> Release:
+        logger.warning(
+            "transient failure (%s), releasing the message for redelivery: %s",
+            exc.kind,
+            exc,
+            extra={"job_id": job_id, "action": "released"},
+        )
+        self.events.publish(job_id, "released", reason=exc.kind, error=str(exc))
+        return Release(error=f"{exc.kind}: {exc}", delay_s=TRANSIENT_BACKOFF_S)
 
     def _after_run(
         self,

@@ -46,6 +46,17 @@ class Metrics:
         self.receive_errors = Counter(
             "lanworker_receive_errors", "Queue receives that failed", registry=self.registry
         )
+        self.work_root_free_bytes = Gauge(
+            "lanworker_work_root_free_bytes",
+            "Free space on the work root's filesystem",
+            registry=self.registry,
+        )
+        self.receiving_paused = Gauge(
+            "lanworker_receiving_paused",
+            "1 while the worker does not receive, by reason (disk-full: below --min-free-mb)",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -97,10 +108,16 @@ class HealthServer:
 
 
 def receive_loop_health(
-    last_receive_at: Callable[[], float], stall_after_s: float
+    last_receive_at: Callable[[], float],
+    stall_after_s: float,
+    paused: Callable[[], str | None] = lambda: None,
 ) -> Callable[[], tuple[bool, dict[str, object]]]:
     def check() -> tuple[bool, dict[str, object]]:
         idle = time.monotonic() - last_receive_at()
-        return idle < stall_after_s, {"seconds_since_receive": round(idle, 1), "stall_after_s": stall_after_s}
+        details: dict[str, object] = {"seconds_since_receive": round(idle, 1), "stall_after_s": stall_after_s}
+        reason = paused()
+        if reason is not None:
+            details["paused"] = reason
+        return idle < stall_after_s and reason is None, details
 
     return check

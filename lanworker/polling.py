@@ -44,6 +44,10 @@ def _idle() -> bool:
     return False
 
 
+def _not_paused() -> str | None:
+    return None
+
+
 class ReceiveLoop:
     def __init__(
         self,
@@ -60,6 +64,7 @@ class ReceiveLoop:
         on_received: Callable[[ReceivedMessage], None] = _ignore,
         prefetch: Callable[[], int] = _none,
         settling: Callable[[], bool] = _idle,
+        paused: Callable[[], str | None] = _not_paused,
         name: str = "job",
     ) -> None:
         self.queue = queue
@@ -74,6 +79,7 @@ class ReceiveLoop:
         self.on_received = on_received  # in this thread, before the message is handed over
         self.prefetch = prefetch  # messages it may hold beyond the free slots, asked each step
         self.settling = settling  # whether finished handlers' work is still being carried out
+        self.paused = paused  # why not to receive now (a full disk), asked before each receive
         self.name = name
         self.running: set[Future[None]] = set()
         self.single_pass = SinglePass(queue)
@@ -98,6 +104,15 @@ class ReceiveLoop:
         if free <= 0:
             wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
             self.on_alive()  # busy is not stalled
+            return True
+        reason = self.paused()
+        if reason is not None:
+            if self.once and not self.running:
+                logger.warning(
+                    "not receiving: %s; a --once run ends here", reason, extra={"action": "receive"}
+                )
+                return False
+            self.shutdown.wait(STEP_S)  # jobs that are running go on; new ones wait for room
             return True
         messages = self._receive(free)
         if messages is None:
@@ -126,7 +141,7 @@ class ReceiveLoop:
 
     def _receive(self, free: int) -> list[ReceivedMessage] | None:
         try:
-            messages = self.queue.receive(min(free, 10), self.wait_time_s, self.visibility_timeout_s)
+            messages = self._receive_until_shutdown(min(free, 10))
         except (TransientError, QueueUnreachable) as exc:
             self.on_receive_error()
             logger.error(
@@ -137,6 +152,21 @@ class ReceiveLoop:
             return None
         self._backoff_s = 1.0
         return messages
+
+    def _receive_until_shutdown(self, count: int) -> list[ReceivedMessage]:
+        """One receive, abandoned when shutdown is requested while it waits: an idle worker
+        stops at once instead of at the end of its long poll. Whatever an abandoned receive
+        returns later is released; if the process is gone first, the queue hands it out again
+        after the visibility timeout, as after a crash."""
+        if self.wait_time_s <= 0:
+            return self.queue.receive(count, 0, self.visibility_timeout_s)
+        receive = BackgroundReceive(
+            self.queue, count, self.wait_time_s, self.visibility_timeout_s, self._release
+        )
+        while not receive.done.wait(STEP_S / 4):
+            if self.shutdown.is_set() and receive.abandon():
+                return []
+        return receive.outcome()
 
     def _release(self, message: ReceivedMessage) -> None:
         try:
@@ -170,3 +200,55 @@ class ReceiveLoop:
                 _, pending = wait(pending, timeout=STEP_S)
                 if pending:
                     logger.info("still stopping %d job(s)", len(pending), extra={"action": "shutdown"})
+
+
+class BackgroundReceive:
+    """A queue receive in a daemon thread that its caller may walk away from."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        count: int,
+        wait_time_s: float,
+        visibility_timeout_s: int,
+        release: Callable[[ReceivedMessage], None],
+    ) -> None:
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._messages: list[ReceivedMessage] = []
+        self._error: BaseException | None = None
+        self._release = release
+        thread = threading.Thread(
+            target=self._run,
+            args=(queue, count, wait_time_s, visibility_timeout_s),
+            daemon=True,
+            name="receive",
+        )
+        thread.start()
+
+    def _run(self, queue: Queue, count: int, wait_time_s: float, visibility_timeout_s: int) -> None:
+        try:
+            messages = queue.receive(count, wait_time_s, visibility_timeout_s)
+        except BaseException as exc:  # handed to the caller by outcome()
+            messages, self._error = [], exc
+        with self._lock:
+            self._messages = messages
+            abandoned = self._abandoned
+            self.done.set()
+        if abandoned:
+            for message in messages:
+                self._release(message)
+
+    def abandon(self) -> bool:
+        """Walk away; False when the receive finished first (its outcome is then the caller's)."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self._abandoned = True
+            return True
+
+    def outcome(self) -> list[ReceivedMessage]:
+        if self._error is not None:
+            raise self._error
+        return self._messages

@@ -74,30 +74,16 @@ def _open_dir(name: str | Path, dir_fd: int | None, label: str) -> int:
         raise
 
 
-def open_dir_beneath(root: Path, relative: PurePosixPath, label: str) -> int:
-    """A descriptor of root/relative, reached without following any link."""
+def open_dir_beneath(root: Path, relative: PurePosixPath, label: str, create: bool = False) -> int:
+    """A descriptor of root/relative, reached without following any link. With create, a
+    missing level is made relative to its parent's descriptor on the way (mkdir -p that a
+    planted link stops before anything is made behind it, as pathlib's mkdir would not)."""
     fd = _open_dir(root, None, label)
     try:
         for part in relative.parts:
-            child = _open_dir(part, fd, label)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def make_dirs_beneath(root: Path, relative: PurePosixPath, label: str) -> int:
-    """mkdir -p root/relative, each level made and entered relative to its parent's
-    descriptor without following a link; returns a descriptor of the last level.
-    A link planted anywhere on the way fails with UnsafeOutput before anything is made
-    behind it (pathlib's mkdir would create directories through the link, on the host)."""
-    fd = _open_dir(root, None, label)
-    try:
-        for part in relative.parts:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o777, dir_fd=fd)
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
             child = _open_dir(part, fd, label)
             os.close(fd)
             fd = child
@@ -139,7 +125,7 @@ def create_beneath(root: Path, relative: PurePosixPath, label: str) -> BinaryIO:
     executor's stdout file): a planted link or FIFO there makes this fail, never write
     through to the host. Missing parent directories are made the same way.
     """
-    dir_fd = make_dirs_beneath(root, relative.parent, label)
+    dir_fd = open_dir_beneath(root, relative.parent, label, create=True)
     try:
         fd = os.open(
             relative.name,

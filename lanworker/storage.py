@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
-from lanworker.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError
+from lanworker.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError, disk_full
 from lanworker.messages import uri_scheme
 from lanworker.ranged import RangedDownload
 from lanworker.retries import (
@@ -415,9 +415,12 @@ class Storage:
                 reader = HashingReader(source, _Progress("upload", uri), checkpoint)
                 shutil.copyfileobj(reader, dst, CHUNK_BYTES)  # type: ignore[misc]
             os.replace(temporary, target)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+            full = disk_full(exc, str(target)) if isinstance(exc, OSError) else None
+            if full is not None:
+                raise full from exc
             raise
         return reader.record(uri)
 
@@ -507,5 +510,5 @@ class Storage:
         if isinstance(status, int) and status >= 500:
             return as_transient(exc, f"{action} {uri}")
         if isinstance(exc, OSError):
-            return JobFailed(f"{action} {uri}: {exc}", reason="io-error")
+            return disk_full(exc, uri) or JobFailed(f"{action} {uri}: {exc}", reason="io-error")
         return JobFailed(f"{action} {uri}: {type(exc).__name__}: {exc}", reason="storage-error")

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -37,6 +38,7 @@ from lanworker.storage import Storage
 logger = logging.getLogger(__name__)
 
 PREFETCH_BELOW_S = 1.0  # jobs shorter than this on average get a message prefetched per slot
+DISK_CHECK_S = 1.0  # how often the work root's free space is looked at, before a receive
 
 
 class Worker:
@@ -74,6 +76,8 @@ class Worker:
         self._leases: dict[str, Lease] = {}  # by receipt handle, from receipt to the job's start
         self._leases_lock = threading.Lock()
         self._recent_job_s = math.inf  # a moving average of job durations; none yet
+        self._disk_checked_at = -math.inf
+        self._pause_reason: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def request_shutdown(self) -> None:
@@ -165,7 +169,37 @@ class Worker:
             on_received=self._lease,
             prefetch=self._prefetch,
             settling=self._settler.busy,
+            paused=self.paused,
         ).run(config.grace_period_s, self.force, self.jobs_stop.set)
+
+    def paused(self) -> str | None:
+        """Why the worker does not receive now: its work root has less than --min-free-mb
+        free (checked at most once a second). Running jobs go on."""
+        now = time.monotonic()
+        if now - self._disk_checked_at >= DISK_CHECK_S:
+            self._disk_checked_at = now
+            self._pause_reason = self._disk_reason()
+        return self._pause_reason
+
+    def _disk_reason(self) -> str | None:
+        try:
+            free = shutil.disk_usage(self.config.work_root).free
+        except OSError:
+            return None  # the next job's own error says more
+        self.metrics.work_root_free_bytes.set(free)
+        low = self.config.min_free_mb and free < self.config.min_free_mb * 1024 * 1024
+        self.metrics.receiving_paused.labels("disk-full").set(1 if low else 0)
+        if not low:
+            if self._pause_reason is not None:
+                logger.info("work root has room again; receiving", extra={"action": "receive"})
+            return None
+        reason = (
+            f"disk-full: the work root {self.config.work_root} has {free // (1024 * 1024)} MB free, "
+            f"below --min-free-mb {self.config.min_free_mb}"
+        )
+        if self._pause_reason is None:
+            logger.warning("not receiving: %s", reason, extra={"action": "receive"})
+        return reason
 
     def _prefetch(self) -> int:
         """One message per slot beyond the running ones while recent jobs are short, none

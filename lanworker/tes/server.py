@@ -139,7 +139,7 @@ def run_serve(args: argparse.Namespace) -> int:
             local_file_roots=config.local_roots,
             allow_private_http=config.allow_private_http,
         ),
-        health=lambda: _health(projector, threads),
+        health=lambda: _health(projector, threads, workers),
         metrics=metrics.exposition,
         max_store_bytes=settings.max_store_mb * 1024 * 1024 if settings.max_store_mb else None,
     )
@@ -231,8 +231,18 @@ def _embedded_worker(config: WorkerConfig, index: int, metrics: Metrics) -> Work
     return build_worker(dataclasses.replace(config, worker_id=worker_id), metrics)
 
 
-def _health(projector: Projector, threads: list[threading.Thread]) -> tuple[bool, dict[str, Any]]:
+def _health(
+    projector: Projector, threads: list[threading.Thread], workers: list[Worker]
+) -> tuple[bool, dict[str, Any]]:
     alive = sum(thread.is_alive() for thread in threads)
     idle_s = time.monotonic() - projector.last_event_at
-    healthy = projector.is_alive() and alive == len(threads)
-    return healthy, {"workers_alive": alive, "workers": len(threads), "seconds_since_event": round(idle_s, 1)}
+    paused = sorted({reason for worker in workers if (reason := worker.paused())})
+    healthy = projector.is_alive() and alive == len(threads) and not paused
+    details: dict[str, Any] = {
+        "workers_alive": alive,
+        "workers": len(threads),
+        "seconds_since_event": round(idle_s, 1),
+    }
+    if paused:
+        details["paused"] = paused
+    return healthy, details

@@ -29,6 +29,7 @@ from lanworker.tes.models import FINAL_STATES
 
 Record = dict[str, Any]
 DYNAMODB_ITEM_BYTES = 400 * 1024
+ITEM_OVERHEAD_BYTES = 2048  # an item's other attributes and names, beside the JSON document
 MAX_TOKEN_TIME = 1e11  # seconds since the epoch: year 5138, beyond any created_at
 Change = Callable[[Record | None], Record | None]  # None: leave the record as it is
 
@@ -58,6 +59,46 @@ class TaskStore(Protocol):
 
     def prune(self, created_before: float) -> int:
         """Remove records in a final state created before this time; returns how many."""
+
+
+def _size(record: Record) -> int:
+    return len(json.dumps(record).encode())
+
+
+def _trimmable(record: Record) -> list[tuple[dict[str, Any], str]]:
+    """(holder, key) of the texts that may be cut: log tails first, then inline content."""
+    log = record.get("log") or {}
+    found = [(log, key) for key in ("stdout", "stderr") if isinstance(log.get(key), str)]
+    for executor in log.get("executors") or []:
+        if isinstance(executor, dict):
+            found += [(executor, key) for key in ("stdout", "stderr") if isinstance(executor.get(key), str)]
+    inputs = (record.get("task") or {}).get("inputs") or []
+    found += [
+        (item, "content")
+        for item in inputs
+        if isinstance(item, dict) and isinstance(item.get("content"), str)
+    ]
+    return found
+
+
+def fit_record(record: Record, limit_bytes: int) -> Record:
+    """The record, cut to fit limit_bytes: the longest log tail (then inline input content)
+    is halved, keeping its end, until it fits; system_logs says so. A final event must
+    always be stored, or its task would stay RUNNING forever."""
+    if _size(record) <= limit_bytes:
+        return record
+    record = json.loads(json.dumps(record))  # a deep copy to cut
+    note = "executor logs and inline input content were cut to fit the store's item limit"
+    if note not in record.get("system_logs", []):
+        record["system_logs"] = [*record.get("system_logs", []), note]
+    while _size(record) > limit_bytes:
+        texts = [(holder, key) for holder, key in _trimmable(record) if holder[key]]
+        if not texts:
+            raise RecordTooLarge(f"task {record.get('id')} does not fit the store even without its logs")
+        holder, key = max(texts, key=lambda found: len(found[0][found[1]]))
+        text = holder[key]
+        holder[key] = text[len(text) // 2 :] if len(text) > 64 else ""
+    return record
 
 
 class RecordTooLarge(ValueError):
@@ -266,7 +307,7 @@ class DynamoTaskStore:
 
     def create(self, record: Record) -> None:
         item = self._item(record, 1)
-        if len(item["doc"]["S"]) > DYNAMODB_ITEM_BYTES - 1024:  # the other attributes need some room
+        if len(item["doc"]["S"]) > DYNAMODB_ITEM_BYTES - ITEM_OVERHEAD_BYTES:
             raise RecordTooLarge(
                 f"the task is {len(item['doc']['S'])} bytes as a record; "
                 f"a DynamoDB item holds {DYNAMODB_ITEM_BYTES} (inline content is the usual cause)"
@@ -295,6 +336,7 @@ class DynamoTaskStore:
             changed = change(current)
             if changed is None:
                 return current
+            changed = fit_record(changed, DYNAMODB_ITEM_BYTES - ITEM_OVERHEAD_BYTES)
             condition = (
                 {
                     "ConditionExpression": "version = :v",

@@ -49,3 +49,13 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    """Whether url answers 200 now (a server coming up answers nothing, or not yet 200)."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from lanworker import exitcodes
 from tests.helpers.moto import MotoServer, free_port
-from tests.helpers.processes import cli_env, start_cli, wait_until
+from tests.helpers.processes import answers, cli_env, start_cli, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,7 @@ def tes_url(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(healthy, 60, "serve to answer /healthz")
+    wait_until(lambda: answers(f"{url}/healthz"), 60, "serve to answer /healthz")
     yield url
     process.terminate()
     assert process.wait(timeout=120) == exitcodes.EXIT_STOPPED

@@ -18,7 +18,7 @@ import requests
 from lanworker.queues import LocalQueue
 from tests.helpers.browser import chromium
 from tests.helpers.moto import free_port
-from tests.helpers.processes import REPO_ROOT, run_cli, start_cli, wait_until
+from tests.helpers.processes import REPO_ROOT, answers, run_cli, start_cli, wait_until
 
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 HOSTILE = "<script>alert(1)</script>"
@@ -67,7 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         log_path=state_dir / "serve.log",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _up(url), 60, "serve")
+    wait_until(lambda: answers(f"{url}/healthz"), 60, "serve")
     events = LocalQueue(f"local:{state_dir / 'serve.db'}#events")
     result = {"service": "tool", "exit_code": 0, "stdout": {"text": f"line one\n{HOSTILE}\n"}, "stderr": {"text": ""},
               "outputs": [{"uri": "s3://b/out.txt", "size": 3, "sha256": "ab" * 32, "md5": "c" * 32}]}  # fmt: skip
@@ -113,13 +113,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     yield {"url": url, "queued": queued, "canceling": canceling, "events": events}
     process.terminate()
     process.wait(timeout=60)
-
-
-def _up(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _state(url: str, job_id: str) -> str | None:
@@ -250,7 +243,7 @@ def test_browsers_sign_in_when_a_token_is_required(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _up(url), 60, "serve")
+        wait_until(lambda: answers(f"{url}/healthz"), 60, "serve")
         assert "Sign in" in browse(url + "/")
         session = requests.Session()
         refused = session.post(f"{url}/login", data={"token": "wrong"}, timeout=5)

@@ -64,3 +64,22 @@ def test_tokens_out_of_range_are_refused(bad: list[Any]) -> None:
     with pytest.raises(ValueError, match="not one this server gave out"):
         decode_token(token)
     assert decode_token(encode_token(1.5, "id")) == (1.5, "id")
+
+
+def test_a_final_event_always_fits_a_dynamodb_item(moto_server: object) -> None:
+    store = DynamoTaskStore(f"tasks-{uuid.uuid4().hex[:8]}")
+    inputs = [{"path": f"/in/{i}", "content": "c" * 120_000} for i in range(3)]
+    created = {**record("near-limit", "RUNNING", time.time()), "task": {"inputs": inputs}, "system_logs": []}
+    store.create(created)
+
+    def finish(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        assert current is not None
+        tails = [{"exit_code": 0, "stdout": "o" * 16384, "stderr": "e" * 16384} for _ in range(3)]
+        return {**current, "state": "COMPLETE", "log": {"executors": tails, "stdout": "s" * 16384}}
+
+    stored = store.update("near-limit", finish)
+    assert stored is not None and stored["state"] == "COMPLETE"
+    again = store.get("near-limit")
+    assert again is not None and again["state"] == "COMPLETE"
+    assert any("cut to fit" in line for line in again["system_logs"])
+    assert again["log"]["executors"][0]["stdout"].endswith("o")  # the tail's end is kept

@@ -18,7 +18,7 @@ import tes
 from lanworker import exitcodes
 from tests.helpers import tes_schemas
 from tests.helpers.moto import MotoServer, free_port
-from tests.helpers.processes import cli_env, run_cli, start_cli, wait_until
+from tests.helpers.processes import answers, cli_env, run_cli, start_cli, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -244,7 +244,7 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path: Path, moto_server: Moto
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{url}/healthz"), 30, "serve")
+        wait_until(lambda: answers(f"{url}/healthz"), 30, "serve")
         assert requests.get(f"{url}/ga4gh/tes/v1/tasks", timeout=5).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert requests.get(f"{url}/ga4gh/tes/v1/tasks", headers=wrong, timeout=5).status_code == 401
@@ -253,13 +253,6 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path: Path, moto_server: Moto
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_two_api_nodes_share_a_dynamodb_store(
@@ -296,7 +289,7 @@ def test_two_api_nodes_share_a_dynamodb_store(
     try:
         a, b = (tes.HTTPClient(f"http://127.0.0.1:{port}") for port in ports)
         for port in ports:
-            wait_until(lambda port=port: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "an API node")
+            wait_until(lambda port=port: answers(f"http://127.0.0.1:{port}/healthz"), 60, "an API node")
         done = a.create_task(
             tes.Task(name="on-a", executors=[tes.Executor(image=busybox_image, command=["true"])])
         )

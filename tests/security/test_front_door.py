@@ -23,7 +23,7 @@ import requests
 from lanworker import exitcodes
 from tests.helpers.browser import chromium
 from tests.helpers.moto import free_port
-from tests.helpers.processes import run_cli, start_cli, wait_until
+from tests.helpers.processes import answers, run_cli, start_cli, wait_until
 
 API = "/ga4gh/tes/v1"
 TOKEN = "front-door-token-0123456789"
@@ -50,14 +50,8 @@ def _start(state: Path, *flags: str) -> Iterator[Serve]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        wait_until(up, 60, "serve to answer")
+        wait_until(lambda: answers(f"{url}/healthz"), 60, "serve to answer")
         yield Serve(url, port, process.pid, state)
     finally:
         process.terminate()
