@@ -20,6 +20,7 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check lanworker tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	bash scripts/other-pythons.sh
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check lanworker tests benchmarks
@@ -35,4 +36,4 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/status_page.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.10 .venv-3.13 demo-output .pytest_cache .mypy_cache .ruff_cache

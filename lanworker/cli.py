@@ -11,6 +11,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lanworker import __version__
-from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config, is_local_queue
+from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config, check_environment, is_local_queue
 from lanworker.errors import ConfigError, InvalidMessage, JobFailed, QueueUnreachable, TransientError
 from lanworker.exitcodes import (
     EXIT_CONFIG,
@@ -33,11 +34,15 @@ from lanworker.exitcodes import (
     EXIT_USAGE,
 )
 from lanworker.logs import configure_logging
-from lanworker.messages import decode, validate_document
+from lanworker.messages import decode, job_id_of
+from lanworker.policy import MessagePolicy, admission_problems
 from lanworker.queues import LocalQueue, Queue, open_queue
 from lanworker.signals import SignalFlag
 
 logger = logging.getLogger(__name__)
+
+
+CLIENT_RETRY_BUDGET_S = 6.0  # submit and dead-letters: say the endpoint is down within 10 s
 
 
 class UsageError(Exception):
@@ -128,6 +133,12 @@ def _worker_options() -> argparse.ArgumentParser:
     add("--max-output-mb", type=int, help="fail a job whose outputs add up to more (output-too-large)")
     add("--log-format", choices=("json", "text"))
     add("--log-level")
+    add(
+        "--strict-env",
+        action="store_true",
+        default=None,
+        help="a LANWORKER_* variable that matches no option is an error (78), not a warning",
+    )
     add("--metrics-port", type=PORT)
     return parent
 
@@ -149,6 +160,7 @@ def _docker_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--max-memory-mb", type=int)
     add("--max-cpus", type=float)
+    add("--default-pids-limit", type=int, help="pids limit of containers whose message names none (512)")
     add("--max-pids", type=int, help="largest pids limit a message may ask for (default 4096)")
     add("--default-memory-mb", type=int, help="memory limit of containers that name none (default 2048)")
 
@@ -182,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="validate message files, printing every error")
     validate.add_argument("files", nargs="+")
+    validate.add_argument(
+        "--queue", dest="queue_url", help="the queue they are for (file:// and paths: embedded queues only)"
+    )
 
     dead = commands.add_parser("dead-letters", help="list dead-lettered messages, or re-queue them")
     dead.add_argument("--queue", dest="queue_url")
@@ -290,6 +305,7 @@ def run_worker(args: argparse.Namespace) -> int:
         flags["base_command"] = parse_base_command(args.base_command)
     config = build_config(flags)
     configure_logging(config.log_format, config.log_level)
+    check_environment(config, os.environ)
     worker = build_worker(config)
     SignalFlag().install(lambda _count: worker.request_shutdown())
     health_server = None
@@ -297,16 +313,8 @@ def run_worker(args: argparse.Namespace) -> int:
         stall_after_s = max(120.0, 3.0 * config.wait_time_s)
         health = receive_loop_health(lambda: worker.last_receive_at, stall_after_s, worker.paused)
         health_server = HealthServer(config.metrics_port, worker.metrics, health).start()
-    logger.info(
-        "worker %s (%s) listening on %s, concurrency %d",
-        config.worker_id,
-        config.mode,
-        config.queue_url,
-        config.concurrency,
-        extra={"action": "start"},
-    )
     try:
-        worker.run()
+        worker.run()  # logs "listening" once the queue answered and the work root is ours
     finally:
         if health_server is not None:
             health_server.stop()
@@ -327,28 +335,29 @@ def _read_message_file(name: str) -> Any:
     return decode(data)
 
 
-def _load_message(name: str) -> tuple[Any, list[str]]:
-    """The document read from a file (or - for stdin, read once) and its problems."""
+def _load_message(name: str, queue_url: str) -> tuple[Any, list[str]]:
+    """The document read from a file (or - for stdin, read once) and every problem a worker
+    on queue_url would find before running it (file:// only on an embedded queue)."""
     try:
         document = _read_message_file(name)
     except InvalidMessage as exc:
         return None, [str(exc)]
-    return document, validate_document(document) if isinstance(document, dict) else [
-        "$: must be a JSON object"
-    ]
+    return document, admission_problems(document, MessagePolicy(allow_local_files=is_local_queue(queue_url)))
 
 
 def run_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in args.files:
         try:
-            _, problems = _load_message(name)
-        except UsageError as exc:
-            problems = [str(exc)]
+            _, problems = _load_message(name, _queue_url(args))
+        except UsageError as exc:  # no such file: a usage error (2), as for submit
+            print(str(exc), file=sys.stderr)
+            status = EXIT_USAGE
+            continue
         for problem in problems:
             print(f"{name}: {problem}")
         if problems:
-            status = EXIT_FAILED
+            status = max(status, EXIT_FAILED)
         else:
             print(f"{name}: ok")
     return status
@@ -359,17 +368,17 @@ def _queue_url(args: argparse.Namespace) -> str:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    configure_logging("text", "WARNING")
-    document, problems = _load_message(args.file)
+    configure_logging("text", "ERROR")  # one line for the user, not every retry
+    document, problems = _load_message(args.file, _queue_url(args))
     if problems:
         for problem in problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return EXIT_FAILED
-    queue = open_queue(_queue_url(args))
+    queue = open_queue(_queue_url(args), retry_budget_s=CLIENT_RETRY_BUDGET_S)
     reply_queue: Queue | None = None
     if args.wait:
         if args.reply_to:
-            reply_queue = open_queue(args.reply_to)
+            reply_queue = open_queue(args.reply_to, retry_budget_s=CLIENT_RETRY_BUDGET_S)
         elif isinstance(queue, LocalQueue):
             reply_queue = queue.sibling(f"replies-{uuid.uuid4().hex[:12]}")
         else:
@@ -378,8 +387,10 @@ def run_submit(args: argparse.Namespace) -> int:
         document["reply_to"] = reply_queue.url
     elif args.reply_to:
         document["reply_to"] = args.reply_to
-    message_id = queue.send(json.dumps(document))
-    job_id = document.get("id") or message_id
+    # The job id travels in the body, so it stays the same in the dead letters and after a
+    # redrive (a queue's own message ids change at every move).
+    job_id = document.setdefault("id", str(uuid.uuid4()))
+    queue.send(json.dumps(document))
     print(job_id, flush=True)
     if reply_queue is None:
         return EXIT_OK
@@ -410,8 +421,8 @@ def wait_for_result(reply_queue: Queue, job_id: str, timeout_s: float) -> dict[s
 
 
 def run_dead_letters(args: argparse.Namespace) -> int:
-    configure_logging("text", "WARNING")
-    queue = open_queue(_queue_url(args), args.dead_letter_queue_url)
+    configure_logging("text", "ERROR")
+    queue = open_queue(_queue_url(args), args.dead_letter_queue_url, retry_budget_s=CLIENT_RETRY_BUDGET_S)
     if isinstance(queue, LocalQueue) and not queue.path.exists():  # a typo must not look empty
         raise QueueUnreachable(f"no local queue at {queue.path}")
     if args.redrive:
@@ -421,6 +432,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
+                    "job_id": job_id_of(letter.body, letter.message_id),
                     "message_id": letter.message_id,
                     "reason": letter.reason,
                     "receive_count": letter.receive_count,
@@ -438,7 +450,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     control = build_config({"mode": "client", "control_url": args.control_url}).control_url
     if not control:
         print(
-            "cancel needs --control (or LANWORKER_CONTROL_URL): the workers' control location",
+            "cancel needs --control (or LANWORKER_CONTROL): the workers' control location",
             file=sys.stderr,
         )
         return EXIT_CONFIG
@@ -499,6 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except QueueUnreachable as exc:
         print(f"queue unreachable: {exc}", file=sys.stderr)
+        return EXIT_QUEUE_UNREACHABLE
+    except TransientError as exc:  # a client command gave up riding out an outage
+        print(f"unreachable: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_QUEUE_UNREACHABLE
     except InvalidMessage as exc:
         print(f"invalid message: {exc}", file=sys.stderr)

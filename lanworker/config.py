@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import secrets
 import socket
 import tempfile
 import types
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lanworker.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "LANWORKER_"
 DEFAULT_LOCAL_QUEUE = "local:~/.local/state/lanworker/queue.db#jobs"
@@ -35,7 +39,10 @@ def is_control_location(url: str) -> bool:
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """HOST-PID; in a container (PID 1, and with --network host every container has the
+    host's name) HOST and a random suffix, so two containers never share an id."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}-{pid if pid != 1 else secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class WorkerConfig:
     max_output_mb: int | None = None  # fail a job whose outputs add up to more (output-too-large)
     log_format: str | None = None  # None: json when stderr is not a TTY
     log_level: str = "INFO"
+    strict_env: bool = False  # a LANWORKER_* name no option reads is an error (78), not a warning
     metrics_port: int | None = None
     # docker executor
     allow_images: tuple[str, ...] = ()
@@ -173,15 +181,78 @@ def _convert(text: str, annotation: Any) -> Any:
     raise TypeError(f"no conversion for {annotation!r}")
 
 
-def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
-
-
-ENV_ALIASES = {
-    "queue_url": "LANWORKER_QUEUE",
-    "allow_images": "LANWORKER_ALLOW_IMAGES",
-    "allow_env": "LANWORKER_ALLOW_ENV",
+# One rule: an option's environment variable is LANWORKER_ and its flag's name
+# (--timeout-s: LANWORKER_TIMEOUT_S). A field's flag is its name with dashes, unless named
+# here; tests/unit/test_config.py checks the parser agrees, and the README's table is made
+# from this (`python3 -m lanworker.config`).
+FLAG_NAMES = {
+    "queue_url": "queue",
+    "dead_letter_queue_url": "dead-letter-queue",
+    "results_url": "results",
+    "events_url": "events",
+    "control_url": "control",
+    "default_timeout_s": "timeout-s",
+    "local_file_roots": "allow-local-files",
+    "allow_local_files": "no-allow-local-files",
+    "allow_images": "allow-image",
+    "pull_policy": "pull",
+    "services_file": "services",
 }
+INVERTED = frozenset({"allow_local_files"})  # LANWORKER_NO_ALLOW_LOCAL_FILES=1 turns it off
+WITHOUT_FLAG = frozenset({"mode", "base_command"})  # set by the command itself
+# Names of earlier releases, still read (with a warning that names the new one).
+OLD_NAMES = {"LANWORKER_ALLOW_IMAGES": "allow_images", "LANWORKER_CONTROL_URL": "control_url",
+             "LANWORKER_EVENTS_URL": "events_url", "LANWORKER_RESULTS_URL": "results_url",
+             "LANWORKER_DEFAULT_TIMEOUT_S": "default_timeout_s", "LANWORKER_QUEUE_URL": "queue_url",
+             "LANWORKER_DEAD_LETTER_QUEUE_URL": "dead_letter_queue_url", "LANWORKER_PULL_POLICY": "pull_policy",
+             "LANWORKER_SERVICES_FILE": "services_file"}  # fmt: skip
+# Read by other parts (serve's own options; a job's own id; the test suite's switches).
+OTHER_NAMES = frozenset(
+    {"LANWORKER_STATE_DIR", "LANWORKER_STORE", "LANWORKER_JOB_ID", "LANWORKER_REQUIRE_DOCKER",
+     "LANWORKER_REQUIRE_BROWSER"}
+)  # fmt: skip
+
+
+def flag_name(field_name: str) -> str:
+    return FLAG_NAMES.get(field_name, field_name.replace("_", "-"))
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + flag_name(field_name).upper().replace("-", "_")
+
+
+def environment_problems(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for LANWORKER_* names no option reads, and for old names."""
+    known = {
+        env_name(spec.name) for spec in dataclasses.fields(WorkerConfig) if spec.name not in WITHOUT_FLAG
+    }
+    found = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in OTHER_NAMES:
+            continue
+        if name in OLD_NAMES:
+            found.append(f"{name} is an old name: it still works, but use {env_name(OLD_NAMES[name])}")
+        else:
+            found.append(f"{name} matches no option and is ignored (see `worker.py --help`)")
+    return found
+
+
+def check_environment(config: WorkerConfig, environ: Mapping[str, str]) -> None:
+    """Log a warning for each LANWORKER_* name no option reads (a typo, or an old name);
+    with --strict-env an unknown one is a ConfigError (exit 78)."""
+    for problem in environment_problems(environ):
+        if config.strict_env and "matches no option" in problem:
+            raise ConfigError(problem)
+        logger.warning("%s", problem, extra={"action": "start"})
+
+
+def env_table() -> str:
+    """The README's table of options and their environment variables, made from the rule."""
+    rows = ["| flag | environment variable |", "|---|---|"]
+    for spec in dataclasses.fields(WorkerConfig):
+        if spec.name not in WITHOUT_FLAG:
+            rows.append(f"| `--{flag_name(spec.name)}` | `{env_name(spec.name)}` |")
+    return "\n".join(rows)
 
 
 def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -194,15 +265,23 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = N
         if flag_value is not None and flag_value != ():
             values[spec.name] = tuple(flag_value) if isinstance(flag_value, list) else flag_value
             continue
-        for name in (env_name(spec.name), ENV_ALIASES.get(spec.name)):
-            if name and name in environ:
+        if spec.name in WITHOUT_FLAG:
+            continue
+        old = [name for name, field_name in OLD_NAMES.items() if field_name == spec.name]
+        for name in (env_name(spec.name), *old):
+            if name in environ:
                 try:
-                    values[spec.name] = _convert(environ[name], hints[spec.name])
+                    value = _convert(environ[name], hints[spec.name])
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"{name}={environ[name]!r}: {exc}") from exc
+                values[spec.name] = (not value) if spec.name in INVERTED and value is not None else value
                 break
     try:
         config = WorkerConfig(**values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
     return config.validate()
+
+
+if __name__ == "__main__":  # python3 -m lanworker.config: the README's table
+    print(env_table())

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import platform
-import re
 import secrets
 import threading
 import time
@@ -37,7 +36,7 @@ from lanworker.executors.base import (
     open_stdin,
 )
 from lanworker.logs import current_job
-from lanworker.messages import CommandMessage, decode, from_document
+from lanworker.messages import CommandMessage, decode, from_document, well_formed_id
 from lanworker.metrics import Metrics
 from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release, Requeue
 from lanworker.policy import MessagePolicy
@@ -52,7 +51,6 @@ from lanworker.tasks import collect_task_outputs, plan_layout, stage_task_inputs
 
 logger = logging.getLogger(__name__)
 
-JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # as in the command schema
 DISK_CHECK_INTERVAL_S = 2.0
 
 
@@ -173,13 +171,14 @@ class JobRunner:
         job_id = received.message_id
         current_job.set(job_id)
         reply_to: str | None = None
+        document: Any = None
         try:
             document = decode(received.body)
             if not isinstance(document, dict):
                 raise InvalidMessage(f"message must be a JSON object, got {type(document).__name__}")
             # Known before validation, so that even an invalid message's result finds its
             # sender; both are used only when they are well-formed and allowed.
-            job_id = _well_formed_id(document.get("id")) or job_id
+            job_id = well_formed_id(document.get("id")) or job_id
             current_job.set(job_id)
             reply_to = self._usable_reply_to(document.get("reply_to"))
             message = from_document(document)
@@ -190,7 +189,7 @@ class JobRunner:
                     "message asks for what this worker refuses: " + "; ".join(problems), problems
                 )
         except InvalidMessage as exc:
-            return self._invalid(job_id, reply_to, received, exc)
+            return self._invalid(job_id, reply_to, received, exc, document)
 
         if received.receive_count > self.config.max_receives:  # a worker died on the last one
             return self._exhausted(job_id, message, received, "a worker stopped during the last attempt")
@@ -226,14 +225,14 @@ class JobRunner:
         return value
 
     def _invalid(
-        self, job_id: str, reply_to: str | None, received: ReceivedMessage, exc: InvalidMessage
+        self, job_id: str, reply_to: str | None, received: ReceivedMessage, exc: InvalidMessage, document: Any
     ) -> Outcome:
-        logger.error(
-            "invalid message %s: %s", received.message_id, exc, extra={"job_id": job_id, "action": "invalid"}
-        )
+        where = "" if job_id == received.message_id else f" (message {received.message_id})"
+        logger.error("invalid message%s: %s", where, exc, extra={"job_id": job_id, "action": "invalid"})
+        service = document.get("service") if isinstance(document, dict) else None
         result = JobResult(
             job_id=job_id,
-            service=None,
+            service=service if isinstance(service, str) else None,  # whatever could be read is kept
             state="failed",
             worker_id=self.config.worker_id,
             reason="invalid-message",
@@ -319,11 +318,11 @@ class JobRunner:
         except Interrupted as exc:
             return self._stopped(job_id, message, result, exc.reason)
         except InvalidMessage as exc:
-            logger.error("job %s rejected: %s", job_id, exc, extra={"job_id": job_id, "action": "invalid"})
+            logger.error("rejected: %s", exc, extra={"job_id": job_id, "action": "invalid"})
             result.reason, result.error = "invalid-message", str(exc)
             return DeadLetter(result, message.reply_to)
         except JobFailed as exc:
-            logger.error("job %s failed: %s", job_id, exc, extra={"job_id": job_id, "action": "failed"})
+            logger.error("failed: %s", exc, extra={"job_id": job_id, "action": "failed"})
             result.reason, result.error = exc.reason, str(exc)
             if isinstance(exc, CannotStart):
                 # It will not start on any attempt: a poison message, kept whole for a human.
@@ -501,8 +500,7 @@ class JobRunner:
     ) -> Outcome:
         if reason is StopReason.LEASE_LOST:
             logger.warning(
-                "job %s lost its message lease; leaving the message for redelivery",
-                job_id,
+                "lost its message lease; leaving the message for redelivery",
                 extra={"job_id": job_id, "action": "abandon"},
             )
             return Abandon()
@@ -537,19 +535,3 @@ _STOP_TEXT = {
     StopReason.MAX_RUNTIME: "job exceeded --max-job-runtime-s and was stopped",
     StopReason.DISK_LIMIT: "job dir grew beyond --max-job-disk-mb and the job was stopped",
 }
-
-
-def job_id_of(body: str, message_id: str) -> str:
-    """The job id a message body names, when it is well-formed; else the queue's id."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return message_id
-    return (_well_formed_id(document.get("id")) if isinstance(document, dict) else None) or message_id
-
-
-def _well_formed_id(value: Any) -> str | None:
-    """The message's own id when it is one the schema accepts; never an unchecked string."""
-    if isinstance(value, str) and JOB_ID.fullmatch(value):
-        return value
-    return None

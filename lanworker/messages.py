@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, ValidationError
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # the largest message SQS takes (1 MiB since 2025): larger is refused unread
+MAX_INT_DIGITS = 4300  # as CPython's default int-from-text limit, but worded and held here
 MAX_NESTING = 32  # no message needs more; deeper documents are refused before the schema runs
 
 READABLE_SCHEMES = ("s3", "file", "http", "https")
@@ -188,6 +190,27 @@ def _argument_value(value: Any) -> str | None:
     return str(value)
 
 
+MAX_SEGMENT_BYTES = 255  # NAME_MAX: a longer key segment cannot be a file name
+
+
+def key_problem(key: str) -> str | None:
+    """Why an object key cannot become a relative path beneath a job dir, or None."""
+    if not key:
+        return "empty object key"
+    if "\x00" in key or "\\" in key:
+        return f"key {key!r} contains a NUL byte or a backslash"
+    if key.startswith("/"):
+        return f"key {key!r} is absolute"
+    for segment in key.rstrip("/").split("/"):
+        if segment in ("", ".", ".."):
+            return f"key {key!r} has an empty, '.' or '..' segment and could escape the work dir"
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            return (
+                f"key segment {segment[:40]!r}... is over {MAX_SEGMENT_BYTES} bytes, too long for a file name"
+            )
+    return None
+
+
 def _uri_problems(path: str, uri: str, writable: bool, an_object: bool = False) -> list[str]:
     """an_object: the URI must name one object, not a bucket (a prefix may be a bucket)."""
     scheme = uri_scheme(uri)
@@ -203,31 +226,39 @@ def _uri_problems(path: str, uri: str, writable: bool, an_object: bool = False) 
         return [f"{path}: '{uri}' has no bucket"]
     if scheme == "s3" and an_object and not key:
         return [f"{path}: '{uri}' names a bucket, not an object"]
-    return []
+    problem = key_problem(key) if scheme == "s3" and key.rstrip("/") else None
+    return [f"{path}: {problem}"] if problem else []
 
 
-def _check_uris(command: dict[str, Any]) -> list[str]:
+def _check_uris(command: Any) -> list[str]:
+    """The command's URIs, wherever they can be read: also in a document the schema refuses
+    for other reasons, so that one pass reports every problem."""
     problems: list[str] = []
+    if not isinstance(command, dict):
+        return problems
 
-    def check(path: str, uri: str, writable: bool, an_object: bool = True) -> None:
-        problems.extend(_uri_problems(path, uri, writable, an_object))
+    def check(path: str, uri: Any, writable: bool, an_object: bool = True) -> None:
+        if isinstance(uri, str):
+            problems.extend(_uri_problems(path, uri, writable, an_object))
 
-    for index, argument in enumerate(command.get("arguments", [])):
-        if argument["type"] in ("input", "output"):
-            value = argument["value"]
+    def items(name: str) -> list[Any]:
+        value = command.get(name)
+        return value if isinstance(value, list) else []
+
+    for index, argument in enumerate(items("arguments")):
+        if isinstance(argument, dict) and argument.get("type") in ("input", "output"):
+            value = argument.get("value")
             where = f"$.command.arguments[{index}].value"
-            check(where, value, argument["type"] == "output", an_object=not value.endswith("/"))
-    for index, uri in enumerate(command.get("input", [])):  # prefixes
+            writable = argument["type"] == "output"
+            check(where, value, writable, an_object=not (isinstance(value, str) and value.endswith("/")))
+    for index, uri in enumerate(items("input")):  # prefixes
         check(f"$.command.input[{index}]", uri, writable=False, an_object=False)
-    for index, uri in enumerate(command.get("output", [])):
+    for index, uri in enumerate(items("output")):
         check(f"$.command.output[{index}]", uri, writable=True, an_object=False)
-    stdin = command.get("stdin")
-    if stdin and stdin["type"] == "uri":
-        check("$.command.stdin.value", stdin["value"], writable=False)
-    for name in ("stdout", "stderr"):
-        sink = command.get(name)
-        if sink and sink["type"] == "uri":
-            check(f"$.command.{name}.value", sink["value"], writable=True)
+    for name in ("stdin", "stdout", "stderr"):
+        stream = command.get(name)
+        if isinstance(stream, dict) and stream.get("type") == "uri":
+            check(f"$.command.{name}.value", stream.get("value"), writable=name != "stdin")
     return problems
 
 
@@ -308,15 +339,17 @@ def _check_task(document: dict[str, Any]) -> list[str]:
 
 
 def validate_document(document: Any) -> list[str]:
-    """All problems with a decoded message: unusable values first, then schema errors,
-    then URI checks (each stage only when the one before found nothing)."""
+    """All problems with a decoded message, in one pass: unusable values (alone: nothing
+    else can be read safely), else schema errors with the URI checks of what can be read,
+    and a container task's checks once the schema holds."""
     problems = value_problems(document)
     if problems:
         return problems
-    problems = schema_errors(document, "command.schema.json")
-    if problems:
-        return problems
-    return _check_uris(document.get("command", {})) + _check_task(document)
+    schema = schema_errors(document, "command.schema.json")
+    uris = _check_uris(document.get("command")) if isinstance(document, dict) else []
+    if schema:
+        return schema + uris
+    return uris + _check_task(document)
 
 
 def decode(body: str | bytes) -> Any:
@@ -330,13 +363,24 @@ def decode(body: str | bytes) -> Any:
     if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message is over the {MAX_MESSAGE_BYTES} byte limit")
     try:
-        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(
+            body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"message is not valid JSON: {exc}") from exc
     except RecursionError:
         raise InvalidMessage("message is not usable JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit, NaN
         raise InvalidMessage(f"message is not usable JSON: {exc}") from None
+
+
+def _bounded_int(text: str) -> int:
+    """Our own limit on integer literals, the same on every Python (3.10's and 3.11's int()
+    word their 4300-digit refusals differently; older ones have none)."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"a number of {digits} digits, over the {MAX_INT_DIGITS} digits a message may hold")
+    return int(text)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -354,6 +398,11 @@ def from_document(document: dict[str, Any]) -> CommandMessage:
     problems = validate_document(document)
     if problems:
         raise InvalidMessage("message does not match the command schema: " + "; ".join(problems), problems)
+    return message_of(document)
+
+
+def message_of(document: dict[str, Any]) -> CommandMessage:
+    """The message a document holds; the document must match the schema (schema_errors)."""
     command = document.get("command", {})
     retry = document.get("retry")
     return CommandMessage(
@@ -417,3 +466,22 @@ def parse(body: str | bytes) -> CommandMessage:
     if not isinstance(document, dict):
         raise InvalidMessage(f"message must be a JSON object, got {type(document).__name__}")
     return from_document(document)
+
+
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # as in the command schema
+
+
+def well_formed_id(value: Any) -> str | None:
+    """The message's own id when it is one the schema accepts; never an unchecked string."""
+    if isinstance(value, str) and JOB_ID.fullmatch(value):
+        return value
+    return None
+
+
+def job_id_of(body: str, message_id: str) -> str:
+    """The job id a message body names, when it is well-formed; else the queue's id."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return message_id
+    return (well_formed_id(document.get("id")) if isinstance(document, dict) else None) or message_id

@@ -12,11 +12,19 @@ import fnmatch
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from lanworker.addresses import literal_address_refused
 from lanworker.config import is_local_queue
-from lanworker.messages import CommandMessage, uri_scheme
+from lanworker.messages import (
+    CommandMessage,
+    message_of,
+    schema_errors,
+    uri_scheme,
+    validate_document,
+    value_problems,
+)
 from lanworker.storage import local_path
 
 # Environment names a message may not set unless the operator allows them: they change
@@ -111,6 +119,21 @@ class MessagePolicy:
         if not is_local_queue(url) and not url.startswith(("https://", "http://")):
             return f"{url!r} is neither an SQS queue URL nor local:PATH#NAME"
         return None
+
+
+def admission_problems(document: Any, policy: MessagePolicy) -> list[str]:
+    """Every problem a worker with this policy finds in a decoded message before it runs
+    it, each with its JSON path: what `validate` and `submit` report (the executor's own
+    terms, such as an image allowlist, are the worker's to know)."""
+    unusable = value_problems(document)  # our depth rule, whatever the JSON parser allows
+    if unusable:
+        return unusable
+    if not isinstance(document, dict):
+        return ["$: must be a JSON object"]
+    problems = validate_document(document)
+    if value_problems(document) or schema_errors(document, "command.schema.json"):
+        return problems  # what the policy reads may not be there
+    return problems + policy.problems(message_of(document))
 
 
 def beneath(uri: str, roots: tuple[str, ...]) -> bool:

@@ -70,7 +70,9 @@ class ReceiveLoop:
         self.queue = queue
         self.handle = handle
         self.concurrency = concurrency
-        self.wait_time_s = min(wait_time_s, ONCE_WAIT_S) if once else wait_time_s
+        # --once ends as soon as the queue is empty: the embedded queue answers that at once;
+        # an SQS short poll (wait 0) samples only some servers, so it keeps a 1 s long poll.
+        self.wait_time_s = (min(wait_time_s, ONCE_WAIT_S) if queue.remote else 0) if once else wait_time_s
         self.visibility_timeout_s = visibility_timeout_s
         self.once = once
         self.shutdown = shutdown

@@ -102,8 +102,7 @@ class ResultReporter:
         for index, (result, reply_to) in enumerate(results):
             document = result.as_dict()
             logger.info(
-                "job %s %s%s",
-                result.job_id,
+                "%s%s",
                 result.state,
                 f": {result.error}" if result.error else "",
                 extra={"job_id": result.job_id, "action": "result", "result": document},
@@ -127,8 +126,7 @@ class ResultReporter:
                     outcome[index] = error
                 elif error is not None:
                     logger.error(
-                        "could not deliver result of job %s to %s: %s",
-                        results[index][0].job_id,
+                        "could not deliver the result to %s: %s",
                         target,
                         error,
                         extra={"job_id": results[index][0].job_id, "action": "result"},
@@ -143,8 +141,7 @@ def _outgoing(document: dict[str, Any], limit_bytes: int | None, target: str) ->
     if limit_bytes is not None and len(body) > limit_bytes - ATTRIBUTES_ROOM_BYTES:
         fitted = fit_result(document, limit_bytes - ATTRIBUTES_ROOM_BYTES)
         logger.warning(
-            "result of job %s cut to fit the %d-byte messages of %s: %s",
-            document["job_id"],
+            "result cut to fit the %d-byte messages of %s: %s",
             limit_bytes,
             target,
             ", ".join(fitted["cut"]),
@@ -222,7 +219,7 @@ class EventPublisher:
             "timestamp": time.time(),
             **details,
         }
-        logger.info("job %s state: %s", job_id, state, extra={"job_id": job_id, "action": state})
+        logger.info("state: %s", state, extra={"job_id": job_id, "action": state})
         if not self.target:
             return
         try:
@@ -234,9 +231,7 @@ class EventPublisher:
                     body = json.dumps({**event, "result": fit_result(event["result"], room)})
             self._send(body)
         except Exception as exc:
-            logger.warning(
-                "could not publish %s event of job %s: %s", state, job_id, exc, extra={"job_id": job_id}
-            )
+            logger.warning("could not publish the %s event: %s", state, exc, extra={"job_id": job_id})
 
     def _limit_bytes(self) -> int:
         assert self.target is not None

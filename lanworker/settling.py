@@ -177,8 +177,7 @@ class Settler:
 
     def _undelivered(self, message: ReceivedMessage, job_id: str, error: Exception) -> None:
         logger.error(
-            "could not deliver the result of %s, releasing the message: %s",
-            job_id,
+            "could not deliver the result, releasing the message: %s",
             error,
             extra={"job_id": job_id, "action": "released"},
         )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from lanworker.errors import InvalidMessage, JobFailed
-from lanworker.messages import CommandMessage, uri_scheme
+from lanworker.messages import CommandMessage, key_problem, uri_scheme
 from lanworker.safefs import list_tree, open_beneath, remove_tree
 from lanworker.storage import (
     Checkpoint,
@@ -40,29 +40,14 @@ logger = logging.getLogger(__name__)
 PathMapper = Callable[[Path], str]
 T = TypeVar("T")
 R = TypeVar("R")
-MAX_SEGMENT_BYTES = 255  # NAME_MAX: a longer key segment cannot be a file name
 
 
 def safe_relative(key: str, what: str) -> PurePosixPath:
     """A key as a relative path that cannot leave the directory it is joined to."""
-    if not key:
-        raise InvalidMessage(f"{what}: empty object key")
-    if "\x00" in key or "\\" in key:
-        raise InvalidMessage(f"{what}: key {key!r} contains a NUL byte or a backslash")
-    if key.startswith("/"):
-        raise InvalidMessage(f"{what}: key {key!r} is absolute")
-    segments = key.rstrip("/").split("/")
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise InvalidMessage(
-                f"{what}: key {key!r} has an empty, '.' or '..' segment and could escape the work dir"
-            )
-        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
-            raise InvalidMessage(
-                f"{what}: key segment {segment[:40]!r}... is over {MAX_SEGMENT_BYTES} bytes, "
-                "too long for a file name"
-            )
-    return PurePosixPath(*segments)
+    problem = key_problem(key)
+    if problem is not None:
+        raise InvalidMessage(f"{what}: {problem}")
+    return PurePosixPath(*key.rstrip("/").split("/"))
 
 
 def mirror_parts(uri: str, what: str) -> PurePosixPath:

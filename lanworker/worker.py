@@ -23,8 +23,9 @@ from lanworker.config import WorkerConfig
 from lanworker.errors import ConfigError
 from lanworker.executors.base import Executor
 from lanworker.executors.native import NativeExecutor
-from lanworker.jobs import JobRunner, job_id_of
+from lanworker.jobs import JobRunner
 from lanworker.leases import Heartbeats, Lease
+from lanworker.messages import job_id_of
 from lanworker.metrics import Metrics
 from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
 from lanworker.polling import ReceiveLoop
@@ -89,6 +90,14 @@ class Worker:
     def run(self) -> None:
         self.queue.check()
         self._claim_work_root()
+        logger.info(
+            "worker %s (%s) listening on %s, concurrency %d",
+            self.config.worker_id,
+            self.config.mode,
+            self.config.queue_url,
+            self.config.concurrency,
+            extra={"action": "start"},
+        )
         self._settler = Settler(
             self.queue,
             self.reporter,

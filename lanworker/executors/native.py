@@ -79,6 +79,17 @@ def check_program(base_command: Sequence[str]) -> str:
     return found
 
 
+def launch_relative(arguments: Sequence[str]) -> tuple[str, ...]:
+    """Each argument that names an existing file or directory relative to the worker's own
+    working directory, as an absolute path; the others as they are (options, words)."""
+    return tuple(
+        os.path.abspath(token)
+        if token and not token.startswith("-") and not os.path.isabs(token) and os.path.exists(token)
+        else token
+        for token in arguments
+    )
+
+
 def job_process_groups(worker_dir: Path) -> set[int]:
     """The process groups of processes whose working directory lies under worker_dir
     (never this process's own group)."""
@@ -104,12 +115,13 @@ class NativeExecutor:
     def __init__(
         self, base_command: tuple[str, ...], work_root: Path, term_grace_s: float = TERM_GRACE_S
     ) -> None:
-        # Jobs run with their job dir as cwd, so a relative program path ('./tool',
-        # '.venv/bin/python') is made absolute against the worker's own cwd now.
+        # Jobs run with their job dir as cwd, so the command means what it meant in the
+        # shell that started the worker: a relative program path ('./tool') and arguments
+        # that name files there ('my_script.py') are made absolute against that cwd now.
         program = check_program(base_command)
         if "/" in base_command[0]:
             base_command = (program, *base_command[1:])
-        self.base_command = base_command
+        self.base_command = (base_command[0], *launch_relative(base_command[1:]))
         self.program = program  # found once: no PATH search (and failed execs) per job
         # The worker's environment as bytes, taken once, instead of decoding os.environ
         # and encoding it back for every job.

@@ -38,14 +38,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_queue(url: str, dead_letter_url: str | None = None, max_receives: int = 5) -> Queue:
-    """A queue for `local:PATH[#NAME]` or an SQS queue URL (https://, or http:// for test endpoints)."""
+def open_queue(
+    url: str, dead_letter_url: str | None = None, max_receives: int = 5, retry_budget_s: float | None = None
+) -> Queue:
+    """A queue for `local:PATH[#NAME]` or an SQS queue URL (https://, or http:// for test endpoints).
+
+    retry_budget_s: how long an SQS call rides out an outage (a worker: a minute; a client
+    command: a few seconds, then it says so)."""
     if is_local_queue(url):
         return LocalQueue(url, max_receives=max_receives)
     if url.startswith(("https://", "http://")):
-        from lanworker.queues.sqs import SqsQueue
+        from lanworker.queues.sqs import BACKOFF, SqsQueue
+        from lanworker.retries import Backoff
 
-        return SqsQueue(url, dead_letter_url=dead_letter_url)
+        backoff = BACKOFF if retry_budget_s is None else Backoff(budget_s=retry_budget_s)
+        return SqsQueue(url, dead_letter_url=dead_letter_url, backoff=backoff)
     raise ConfigError(f"unsupported queue URL {url!r}: use local:PATH[#NAME] or an SQS queue URL")
 
 

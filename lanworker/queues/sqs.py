@@ -121,8 +121,11 @@ def _attributes(raw: dict[str, Any]) -> dict[str, str]:
 class SqsQueue:
     remote = True
 
-    def __init__(self, url: str, dead_letter_url: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self, url: str, dead_letter_url: str | None = None, client: Any = None, backoff: Backoff = BACKOFF
+    ) -> None:
         self.url = url
+        self.backoff = backoff  # how long a call rides out an outage (clients: seconds, not a minute)
         self.dead_letter_url = dead_letter_url
         self.client = client if client is not None else make_sqs_client(url)
         self.fifo = url.endswith(".fifo")
@@ -173,7 +176,7 @@ class SqsQueue:
             "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         }
 
-    def _call(self, action: str, operation: str, backoff: Backoff = BACKOFF, **request: Any) -> Any:
+    def _call(self, action: str, operation: str, backoff: Backoff | None = None, **request: Any) -> Any:
         """One SQS API call on this queue, its failures translated, transient ones retried."""
 
         def once() -> Any:
@@ -182,7 +185,7 @@ class SqsQueue:
             except Exception as exc:
                 raise _translate(exc, action, self.url) from exc
 
-        return backoff.call(once)
+        return (backoff or self.backoff).call(once)
 
     def receive(
         self, max_messages: int, wait_time_s: float, visibility_timeout_s: int
@@ -386,8 +389,8 @@ class SqsQueue:
             raise _translate(exc, "get attributes", self.url) from exc
         raw = policy.get("Attributes", {}).get("RedrivePolicy")
         if not raw:
-            raise QueueUnreachable(
-                f"{self.url} has no dead-letter queue (no --dead-letter-queue, no redrive policy)"
+            raise ConfigError(
+                f"{self.url} has no dead-letter queue: give --dead-letter-queue URL, or set a redrive policy"
             )
         arn = json.loads(raw)["deadLetterTargetArn"]
         name = arn.rsplit(":", 1)[-1]

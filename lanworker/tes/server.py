@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lanworker.config import WorkerConfig, build_config, is_local_queue
+from lanworker.config import WorkerConfig, build_config, check_environment, env_name, is_local_queue
 from lanworker.errors import ConfigError
 from lanworker.exitcodes import EXIT_INTERNAL, EXIT_STOPPED
 from lanworker.logs import configure_logging
@@ -61,20 +61,20 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
     )
     flags = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(WorkerConfig)}}
     flags.setdefault("queue_url", None)
-    environ_queue = os.environ.get("LANWORKER_QUEUE")
+    environ_queue = os.environ.get(env_name("queue_url"))
     flags["queue_url"] = flags["queue_url"] or environ_queue or f"local:{state / 'serve.db'}#tasks"
     flags["events_url"] = (
         flags.get("events_url")
-        or os.environ.get("LANWORKER_EVENTS_URL")
+        or os.environ.get(env_name("events_url"))
         or f"local:{state / 'serve.db'}#events"
     )
     flags["control_url"] = (
-        flags.get("control_url") or os.environ.get("LANWORKER_CONTROL_URL") or str(state / "control")
+        flags.get("control_url") or os.environ.get(env_name("control_url")) or str(state / "control")
     )
     flags["mode"] = "docker" if args.workers > 0 else "client"
     if "" in (flags.get("local_file_roots") or ()):
         raise ConfigError("serve: --allow-local-files needs a directory (--allow-local-files /data)")
-    if not flags.get("local_file_roots") and not os.environ.get("LANWORKER_LOCAL_FILE_ROOTS"):
+    if not flags.get("local_file_roots") and not os.environ.get(env_name("local_file_roots")):
         flags["allow_local_files"] = False  # a TES client never reads or writes host files by default
     config = build_config(flags)
     if config.events_url and config.events_url.startswith("arn:"):
@@ -118,6 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     config = settings.worker_config
     configure_logging(config.log_format, config.log_level)
+    check_environment(config, os.environ)
     import uvicorn  # only the serve command needs the HTTP stack
 
     listener = listen(settings.host, settings.port)  # a port in use is a config error, here

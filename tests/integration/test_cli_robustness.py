@@ -138,7 +138,7 @@ def test_submit_of_a_missing_file_is_a_usage_error(local: LocalQueue, tmp_path: 
     assert completed.returncode == exitcodes.EXIT_USAGE
     assert "cannot read" in completed.stderr and "Traceback" not in completed.stderr
     completed = run_cli("validate", str(tmp_path / "nope.json"))
-    assert completed.returncode == exitcodes.EXIT_FAILED and "cannot read" in completed.stdout
+    assert completed.returncode == exitcodes.EXIT_USAGE and "cannot read" in completed.stderr  # as for submit
 
 
 def test_text_logs_escape_control_characters(local: LocalQueue, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_the_image_runs_a_container_job_and_answers_healthz(
         "-v", f"{SOCKET}:{SOCKET}", "--group-add", str(os.stat(SOCKET).st_gid),
         "-v", f"{work}:{work}", "-e", f"LANWORKER_WORK_ROOT={work}",
         "-e", f"LANWORKER_QUEUE=local:{work / 'queue.db'}#jobs",
-        "-e", f"LANWORKER_RESULTS_URL=local:{work / 'queue.db'}#results",
+        "-e", f"LANWORKER_RESULTS=local:{work / 'queue.db'}#results",
         "-e", "LANWORKER_WAIT_TIME_S=1",
         worker_image, "docker", "--allow-image", "lanworker-test/*",
     )  # fmt: skip

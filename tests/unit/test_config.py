@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import pytest
 
-from lanworker.config import build_config
+from lanworker.config import WorkerConfig, build_config
 from lanworker.errors import ConfigError
 
 NATIVE = {"mode": "native", "base_command": ("true",)}
@@ -27,9 +29,9 @@ def test_flags_beat_environment_beat_defaults() -> None:
 def test_environment_types_are_converted() -> None:
     env = {
         "LANWORKER_KEEP_WORKDIR": "yes",
-        "LANWORKER_ALLOW_IMAGES": "busybox:*, alpine",
+        "LANWORKER_ALLOW_IMAGE": "busybox:*, alpine",
         "LANWORKER_WORK_ROOT": "/srv/work",
-        "LANWORKER_DEFAULT_TIMEOUT_S": "2.5",
+        "LANWORKER_TIMEOUT_S": "2.5",
     }
     config = build_config({"mode": "docker"}, env)
     assert config.keep_workdir is True
@@ -53,7 +55,7 @@ def test_frozen() -> None:
         ({**NATIVE, "wait_time_s": 30}, {}, "wait_time_s"),
         ({**NATIVE, "heartbeat_interval_s": 400.0}, {}, "heartbeat"),
         ({**NATIVE, "control_url": "ftp://host/cancel"}, {}, "control_url 'ftp://host/cancel' must be"),
-        (NATIVE, {"LANWORKER_CONTROL_URL": "gs://b/p"}, "control_url 'gs://b/p' must be"),
+        (NATIVE, {"LANWORKER_CONTROL": "gs://b/p"}, "control_url 'gs://b/p' must be"),
     ],
 )
 def test_bad_configuration_is_a_config_error(flags: dict, env: dict, fragment: str) -> None:
@@ -125,3 +127,61 @@ def test_an_sqs_queue_without_any_region_is_a_config_error(monkeypatch, tmp_path
         make_sqs_client("http://127.0.0.1:5000/1/q")
     client = make_sqs_client("https://sqs.eu-west-1.amazonaws.com/123456789012/jobs")
     assert client.meta.region_name == "eu-west-1"
+
+
+def test_every_variable_is_named_after_its_flag() -> None:
+    """One rule: LANWORKER_ and the flag's name; the parser and the table agree."""
+    from lanworker.cli import build_parser
+    from lanworker.config import WITHOUT_FLAG, env_table, flag_name
+
+    fields = {spec.name for spec in dataclasses.fields(WorkerConfig)}
+    seen: set[str] = set()
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("native", "docker", "serve"):
+        for action in commands.choices[name]._actions:
+            if action.dest in fields and action.option_strings:
+                assert f"--{flag_name(action.dest)}" in action.option_strings, (action.dest, action.option_strings)
+                seen.add(action.dest)
+    assert seen == fields - WITHOUT_FLAG
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert env_table() in readme, "README's table is stale: python3 -m lanworker.config prints it"
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "value"),
+    [
+        ({"LANWORKER_TIMEOUT_S": "7"}, "default_timeout_s", 7.0),
+        ({"LANWORKER_CONTROL": "/srv/control"}, "control_url", "/srv/control"),
+        ({"LANWORKER_EVENTS": "local:/e.db#events"}, "events_url", "local:/e.db#events"),
+        ({"LANWORKER_NO_ALLOW_LOCAL_FILES": "1"}, "allow_local_files", False),
+        ({"LANWORKER_CONTROL_URL": "/old/name"}, "control_url", "/old/name"),  # still read
+    ],
+)
+def test_variables_named_after_flags_are_read(env: dict[str, str], field: str, value: object) -> None:
+    assert getattr(build_config(NATIVE, env), field) == value
+
+
+def test_unknown_and_old_variables_are_named_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    from lanworker.config import check_environment, environment_problems
+
+    env = {"LANWORKER_TIMEOUT": "5", "LANWORKER_CONTROL_URL": "/c", "LANWORKER_QUEUE": "local:/q.db"}
+    problems = environment_problems(env)
+    assert any("LANWORKER_TIMEOUT matches no option" in p for p in problems)
+    assert any("LANWORKER_CONTROL_URL is an old name" in p and "LANWORKER_CONTROL" in p for p in problems)
+    assert len(problems) == 2
+    with caplog.at_level("WARNING"):
+        check_environment(build_config(NATIVE, {}), env)
+    assert "LANWORKER_TIMEOUT matches no option" in caplog.text
+    with pytest.raises(ConfigError, match="LANWORKER_TIMEOUT"):
+        check_environment(build_config({**NATIVE, "strict_env": True}, {}), env)
+
+
+def test_workers_in_containers_get_ids_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import socket
+
+    from lanworker.config import default_worker_id
+
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # every container's worker is PID 1
+    first, second = default_worker_id(), default_worker_id()
+    assert first != second and first.startswith(socket.gethostname() + "-") and not first.endswith("-1")
