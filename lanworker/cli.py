@@ -162,6 +162,11 @@ def _docker_options(parser: argparse.ArgumentParser) -> None:
     add("--max-cpus", type=float)
     add("--default-pids-limit", type=int, help="pids limit of containers whose message names none (512)")
     add("--max-pids", type=int, help="largest pids limit a message may ask for (default 4096)")
+    add(
+        "--task-network",
+        choices=("bridge", "none", "host"),
+        help="network of TES task containers (default bridge; none locks down; host only when named)",
+    )
     add("--default-memory-mb", type=int, help="memory limit of containers that name none (default 2048)")
 
 

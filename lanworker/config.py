@@ -23,6 +23,7 @@ ENV_PREFIX = "LANWORKER_"
 DEFAULT_LOCAL_QUEUE = "local:~/.local/state/lanworker/queue.db#jobs"
 SQS_MAX_VISIBILITY_S = 12 * 3600
 PULL_POLICIES = ("if-missing", "always", "never")
+TASK_NETWORKS = ("bridge", "none", "host")
 LOG_FORMATS = ("json", "text")
 
 
@@ -92,6 +93,7 @@ class WorkerConfig:
     default_pids_limit: int = 512
     max_pids: int = 4096
     default_memory_mb: int | None = 2048  # containers whose message and service name no memory
+    task_network: str = "bridge"  # TES tasks' containers: bridge (as other TES servers), none, host
 
     @property
     def effective_heartbeat_s(self) -> float:
@@ -141,6 +143,8 @@ class WorkerConfig:
             problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.max_job_disk_mb is not None and self.max_job_disk_mb < 1:
             problems.append("max_job_disk_mb must be at least 1")
+        if self.task_network not in TASK_NETWORKS:
+            problems.append(f"task_network must be one of {', '.join(TASK_NETWORKS)}")
         if self.min_free_mb < 0:
             problems.append("min_free_mb must be 0 or more")
         if self.max_output_mb is not None and self.max_output_mb < 1:

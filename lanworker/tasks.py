@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from lanworker.errors import JobFailed
-from lanworker.messages import CommandMessage, TaskOutput
+from lanworker.messages import CommandMessage, TaskInput, TaskOutput
 from lanworker.safefs import create_beneath, list_tree, open_beneath
 from lanworker.staging import Workspace, parallel, safe_relative
 from lanworker.storage import Checkpoint, Storage, TransferRecord, child_uri
@@ -60,10 +60,11 @@ class TaskLayout:
         return None
 
     def readable_host(self, container_path: str) -> Path | None:
-        """The host path a container path is read from (an input or a writable path)."""
+        """The host path a container path is read from: an input (or a path inside a
+        DIRECTORY input, where nested inputs are placed) or a writable path."""
         for mount in self.mounts:
-            if mount.read_only and container_path == mount.container:
-                return mount.host
+            if mount.read_only and within(container_path, mount.container):
+                return mount.host / posixpath.relpath(container_path, mount.container)
         return self.writable_host(container_path)
 
     def relative(self, host: Path) -> PurePosixPath:
@@ -107,17 +108,39 @@ def _writable_dirs(message: CommandMessage) -> list[str]:
     return chosen
 
 
+def within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
 def plan_layout(message: CommandMessage, workspace: Workspace) -> TaskLayout:
+    """One bind mount per writable directory, one read-only mount per outermost input; an
+    input at or inside another input's path (a FILE in a DIRECTORY input, or two inputs at
+    one path) is placed in that input's tree, so nested inputs merge into one mount."""
     layout = TaskLayout(workspace.root)
     for directory in _writable_dirs(message):
         host = workspace.root / "task" / "fs" / directory.lstrip("/")
         host.mkdir(parents=True, exist_ok=True)
         layout.mounts.append(Mount(directory, host, read_only=False))
-    for index, item in enumerate(message.inputs):
-        if layout.writable_host(item.path) is None:
+    by_depth = sorted(enumerate(message.inputs), key=lambda pair: (pair[1].path.count("/"), pair[0]))
+    for index, item in by_depth:
+        if layout.readable_host(item.path) is None:
             host = workspace.root / "task" / "in" / str(index) / (posixpath.basename(item.path) or "input")
             layout.mounts.append(Mount(item.path, host, read_only=True))
     return layout
+
+
+def input_waves(message: CommandMessage) -> list[list[int]]:
+    """Input indexes in order, cut where an input overlaps one before it in the same wave
+    (one at, inside or around the other's path): waves run one after another, so a later
+    input wins where two write the same file, as TESK applies them; each wave in parallel."""
+    waves: list[list[int]] = [[]]
+    for index, item in enumerate(message.inputs):
+        current = waves[-1]
+        if any(within(item.path, message.inputs[i].path) or within(message.inputs[i].path, item.path)
+               for i in current):  # fmt: skip
+            waves.append([])
+        waves[-1].append(index)
+    return [wave for wave in waves if wave]
 
 
 def stage_task_inputs(
@@ -127,32 +150,45 @@ def stage_task_inputs(
     transfer_concurrency: int,
     checkpoint: Checkpoint,
 ) -> list[TransferRecord]:
-    """Write content inputs, download url inputs (a DIRECTORY is a prefix, listed)."""
+    """Write content inputs, download url inputs (a DIRECTORY is a prefix, listed), wave
+    by wave (input_waves): a later input overwrites what an earlier one put at its path."""
+    records: list[TransferRecord] = []
+    for wave in input_waves(message):
+        downloads: list[tuple[str, Path, int | None]] = []
+        for index in wave:
+            downloads += _stage_input(index, message.inputs[index], layout, storage)
+        records += parallel(
+            lambda job: storage.download(job[0], job[1], checkpoint, job[2]), downloads, transfer_concurrency
+        )
+    return records
+
+
+def _stage_input(
+    index: int, item: TaskInput, layout: TaskLayout, storage: Storage
+) -> list[tuple[str, Path, int | None]]:
+    """Writes a content input now; the downloads a url input needs (uri, host path, size)."""
+    host = layout.readable_host(item.path)
+    assert host is not None  # plan_layout gave every input a place
+    label = f"input {index} ({item.path})"
+    if item.content is not None:
+        host.parent.mkdir(parents=True, exist_ok=True)
+        host.write_text(item.content, encoding="utf-8")
+        return []
+    assert item.url is not None
+    if not item.is_directory:
+        host.parent.mkdir(parents=True, exist_ok=True)
+        return [(item.url, host, None)]
+    prefix = item.url.rstrip("/") + "/"
+    host.mkdir(parents=True, exist_ok=True)
     downloads: list[tuple[str, Path, int | None]] = []
-    for index, item in enumerate(message.inputs):
-        host = layout.readable_host(item.path)
-        assert host is not None  # plan_layout gave every input a place
-        label = f"input {index} ({item.path})"
-        if item.content is not None:
-            host.parent.mkdir(parents=True, exist_ok=True)
-            host.write_text(item.content, encoding="utf-8")
-        elif item.is_directory:
-            assert item.url is not None
-            prefix = item.url.rstrip("/") + "/"
-            host.mkdir(parents=True, exist_ok=True)
-            for found in storage.list_objects(prefix):
-                relative = found.uri[len(prefix) :]
-                if found.is_folder:
-                    if relative:
-                        (host / safe_relative(relative, label)).mkdir(parents=True, exist_ok=True)
-                    continue
-                downloads.append((found.uri, host / safe_relative(relative, label), found.size))
-        else:
-            assert item.url is not None
-            downloads.append((item.url, host, None))
-    return parallel(
-        lambda job: storage.download(job[0], job[1], checkpoint, job[2]), downloads, transfer_concurrency
-    )
+    for found in storage.list_objects(prefix):
+        relative = found.uri[len(prefix) :]
+        if found.is_folder:
+            if relative:
+                (host / safe_relative(relative, label)).mkdir(parents=True, exist_ok=True)
+            continue
+        downloads.append((found.uri, host / safe_relative(relative, label), found.size))
+    return downloads
 
 
 def collect_task_outputs(

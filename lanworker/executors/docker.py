@@ -14,7 +14,10 @@ import fnmatch
 import json
 import logging
 import os
+import shutil
 import socket
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +45,7 @@ from lanworker.messages import CommandMessage, schema_errors
 from lanworker.retries import Backoff
 from lanworker.staging import PathMapper, Workspace
 from lanworker.stops import StopReason
+from lanworker.tasks import TaskLayout
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +164,14 @@ TASK_FAULTS = (
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
+def scratch_tmpfs(spec: ServiceSpec, binds: dict[str, dict[str, str]]) -> dict[str, str] | None:
+    """A small writable /tmp for a read-only root, unless the job mounts /tmp itself (a TES
+    task's workdir or volume there): two mounts at one point are refused by the engine."""
+    if not spec.read_only_rootfs or any(bind["bind"].rstrip("/") == "/tmp" for bind in binds.values()):
+        return None
+    return {"/tmp": f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"}
+
+
 def _is_transient_docker_error(exc: BaseException) -> bool:
     """Only an engine that cannot answer is transient: no connection, a timeout, 502/503/504,
     or a 500 that does not blame the task (TASK_FAULTS)."""
@@ -193,6 +205,7 @@ class DockerExecutor:
         default_pids_limit: int = 512,
         max_pids: int = 4096,
         default_memory_mb: int | None = 2048,
+        task_network: str = "bridge",
         client: Any = None,
     ) -> None:
         self.allow_images = tuple(allow_images)
@@ -206,6 +219,7 @@ class DockerExecutor:
         self.default_pids_limit = default_pids_limit
         self.max_pids = max_pids
         self.default_memory_mb = default_memory_mb
+        self.task_network = task_network  # TES tasks' network: bridge, none, or host when named
         self._client = client
         self._client_lock = threading.Lock()
         self._pull_locks: dict[str, threading.Lock] = {}
@@ -224,6 +238,7 @@ class DockerExecutor:
             default_pids_limit=config.default_pids_limit,
             max_pids=config.max_pids,
             default_memory_mb=config.default_memory_mb,
+            task_network=config.task_network,
         )
 
     @property
@@ -390,7 +405,7 @@ class DockerExecutor:
         logs: list[dict[str, Any]] = []
         result = ExecutionResult(exit_code=0, details={"executors": logs})
         for index, executor in enumerate(request.message.executors):
-            spec = ServiceSpec(image=executor.image)
+            spec = ServiceSpec(image=executor.image, network=self.task_network)
             self.ensure_image(executor.image)
             label = f"executor {index}"
             own_out = CapturedStream("stdout", TAIL_BYTES, keep_tail=True)
@@ -413,7 +428,7 @@ class DockerExecutor:
                 working_dir=executor.workdir or "",
                 environment={**request.env, **executor.env},
                 binds=binds,
-                stdin=layout.open_input(executor.stdin, f"{label} stdin") if executor.stdin else None,
+                stdin=self._task_stdin(executor.image, executor.stdin, layout, f"{label} stdin"),
                 stdout=out_sinks,
                 stderr=err_sinks,
             )
@@ -445,13 +460,52 @@ class DockerExecutor:
             result.exit_code = failed[-1] if failed else result.exit_code
         return result
 
+    def _task_stdin(self, image: str, path: str | None, layout: TaskLayout, label: str) -> IO[bytes] | None:
+        """An executor's stdin: an input or a file in a volume, else a file of the image
+        itself (the spec allows any path in the container), copied out of a container that
+        is created from the image and never started."""
+        if path is None:
+            return None
+        if layout.readable_host(path) is not None:
+            opened: IO[bytes] = layout.open_input(path, label)
+            return opened
+        api = self.client.api
+        container = api.create_container(image=image, command=["true"], labels={LABEL_WORKER: self.worker_id},
+                                         network_disabled=True)  # fmt: skip
+        spool = tempfile.TemporaryFile(dir=layout.root)  # noqa: SIM115 - handed to the caller open
+        try:
+            try:
+                stream, _ = api.get_archive(container["Id"], path)
+            except docker.errors.NotFound:
+                raise JobFailed(
+                    f"{label} {path} is neither an input, in a volume, nor in image {image}"
+                ) from None
+            with tempfile.TemporaryFile(dir=layout.root) as archive:
+                for chunk in stream:
+                    archive.write(chunk)
+                archive.seek(0)
+                with tarfile.open(fileobj=archive, mode="r:") as tar:
+                    member = tar.next()
+                    source = tar.extractfile(member) if member is not None and member.isfile() else None
+                    if source is None:
+                        raise JobFailed(f"{label} {path} in image {image} is not a regular file")
+                    shutil.copyfileobj(source, spool)
+        except BaseException:
+            spool.close()
+            raise
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container["Id"], force=True)
+        spool.seek(0)
+        return spool
+
     def _host_source(self, workspace: Workspace, path: Path) -> str:
         return str(Path(self.host_path(workspace)) / path.relative_to(workspace.root))
 
     def _create(self, run: ContainerRun, request: ExecutionRequest, limits: dict[str, Any]) -> str:
         api = self.client.api
         spec = run.spec
-        tmpfs = {"/tmp": f"rw,noexec,nosuid,size={spec.tmpfs_mb}m"} if spec.read_only_rootfs else None
+        tmpfs = scratch_tmpfs(spec, run.binds)
         host_config = api.create_host_config(
             binds=run.binds,
             network_mode=spec.network,

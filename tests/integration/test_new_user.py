@@ -196,3 +196,43 @@ def test_validate_runs_the_workers_admission_and_reports_everything_at_once(tmp_
     )  # the embedded queue allows it
     on_sqs = run_cli("validate", "--queue", "https://sqs.us-east-1.amazonaws.com/1/q", str(local_file))
     assert on_sqs.returncode == exitcodes.EXIT_FAILED and "--allow-local-files" in on_sqs.stdout
+
+
+def _readme_commands() -> list[str]:
+    """The command lines of the README's "Running a worker" block, comments dropped."""
+    from tests.helpers.processes import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("## Running a worker", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def test_the_readmes_own_command_lines_run_as_written(tmp_path: Path) -> None:
+    """Each line that needs no AWS account runs as written (on the embedded queue, from a
+    directory holding my_script.py and message.json); a native line gets --once to end."""
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.helpers.processes import WORKER_PY
+
+    (tmp_path / "my_script.py").write_text("import sys\nprint('args', sys.argv[1:])\n")
+    (tmp_path / "message.json").write_text(json.dumps({"service": "s", "command": {"arguments": []}}))
+    env = cli_env(LANWORKER_QUEUE=f"local:{tmp_path / 'q.db'}#jobs", LANWORKER_WORK_ROOT=str(tmp_path / "w"))
+    ran = []
+    for line in _readme_commands():
+        words = shlex.split(line.replace(" ...", "").replace(" [--redrive]", ""))  # the listing form
+        if words[:2] != ["python3", "worker.py"] or any(
+            marker in line for marker in ("CMD", "sqs.", "s3://", "EVENTS_URL", "IMAGE-GLOB", "--wait")
+        ):
+            continue  # placeholders, AWS, or a docker engine: covered elsewhere
+        argv = [sys.executable, WORKER_PY, *words[2:]]
+        if words[2] == "native":
+            argv.insert(3, "--once")
+            subprocess.run([sys.executable, WORKER_PY, "submit", "message.json"], cwd=tmp_path, env=env, check=True,
+                           capture_output=True, timeout=60)  # fmt: skip
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == exitcodes.EXIT_OK, (line, done.stderr[-2000:])
+        ran.append(words[2])
+    assert sorted(set(ran)) == ["dead-letters", "native", "submit", "validate"], ran
+    assert ran.count("native") == 2  # the JSON array and the bracket forms

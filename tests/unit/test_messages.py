@@ -111,15 +111,23 @@ def test_messages_up_to_the_sqs_maximum_of_1_mib_are_read() -> None:
     assert messages.parse(body.encode()).env["PAD"] == "x" * 900_000
 
 
-def test_a_task_with_two_inputs_at_one_path_is_invalid() -> None:
+def test_two_inputs_at_one_path_are_valid_and_staged_in_order() -> None:
+    """As TESK does: applied in order, the later one wins (issue 20; it was a 400)."""
+    from lanworker.tasks import input_waves
+
     task = {
         "service": "task",
         "executors": [{"image": "busybox", "command": ["cat", "/d/a"]}],
-        "inputs": [{"path": "/d/a", "content": "1"}, {"path": "/d/b", "content": "2"}],
+        "inputs": [
+            {"path": "/d/a", "content": "1"},
+            {"path": "/d/b", "content": "2"},
+            {"path": "/d/a", "url": "s3://bucket/a"},
+            {"path": "/e", "url": "s3://bucket/e/", "type": "DIRECTORY"},
+            {"path": "/e/x", "content": "inside"},
+        ],
     }
     assert messages.validate_document(task) == []
-    task["inputs"].append({"path": "/d/a", "url": "s3://bucket/a"})
-    assert messages.validate_document(task) == ["$.inputs[2].path: '/d/a' is also $.inputs[0].path"]
+    assert input_waves(messages.from_document(task)) == [[0, 1], [2, 3], [4]]
 
 
 def test_a_bucket_is_not_an_object() -> None:

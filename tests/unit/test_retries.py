@@ -41,3 +41,14 @@ def test_only_an_unavailable_engine_is_transient(status: int, explanation: str, 
     from lanworker.executors.docker import _is_transient_docker_error
 
     assert _is_transient_docker_error(_engine_error(status, explanation)) is transient
+
+
+def test_the_scratch_tmpfs_never_collides_with_a_mount_at_tmp() -> None:
+    from lanworker.executors.docker import ServiceSpec, scratch_tmpfs
+
+    spec = ServiceSpec(image="i")
+    assert scratch_tmpfs(spec, {"/host/job": {"bind": "/job", "mode": "rw"}}) == {
+        "/tmp": "rw,noexec,nosuid,size=64m"
+    }
+    assert scratch_tmpfs(spec, {"/host/fs/tmp": {"bind": "/tmp", "mode": "rw"}}) is None
+    assert scratch_tmpfs(ServiceSpec(image="i", read_only_rootfs=False), {}) is None
