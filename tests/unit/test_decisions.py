@@ -193,7 +193,9 @@ def test_a_lost_lease_leaves_the_message_alone(work_root: Path) -> None:
     fake = fake_worker(work_root, ScriptedExecutor(script=steal), remote=REMOTE, heartbeat_interval_s=0.05)
     message_id = fake.queue.send(message())
     fake.run()
-    assert fake.queue.ops(message_id) == ["send", "receive"]
+    # Heartbeats may extend the lease before the steal (a loaded machine starts the command
+    # late); after it, nothing touches the message: no delete, release or dead letter.
+    assert [op for op in fake.queue.ops(message_id) if op != "extend"] == ["send", "receive"]
     assert fake.result_documents() == []
 
 
