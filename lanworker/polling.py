@@ -23,6 +23,7 @@ from lanworker.queues import Queue, ReceivedMessage, SinglePass
 logger = logging.getLogger(__name__)
 
 STEP_S = 1.0  # the longest a step waits for running handlers
+ABANDON_AFTER_S = 1.5  # how long a receive in flight at shutdown may still return its messages
 ONCE_WAIT_S = 1  # the long poll of a --once run: it ends when the queue is empty
 RECEIVE_BACKOFF_MAX_S = 30.0
 SETTLING_PAUSE_S = 0.01  # a --once run that found the queue empty looks again this soon
@@ -157,16 +158,20 @@ class ReceiveLoop:
 
     def _receive_until_shutdown(self, count: int) -> list[ReceivedMessage]:
         """One receive, abandoned when shutdown is requested while it waits: an idle worker
-        stops at once instead of at the end of its long poll. Whatever an abandoned receive
-        returns later is released; if the process is gone first, the queue hands it out again
-        after the visibility timeout, as after a crash."""
+        stops within ABANDON_AFTER_S instead of at the end of its long poll. What the poll
+        returns in that time (a message sent just after the signal) comes back here and the
+        caller releases it; what an abandoned receive returns later is released too, and if
+        the process is gone first, the queue hands it out again after the visibility timeout,
+        as after a crash."""
         if self.wait_time_s <= 0:
             return self.queue.receive(count, 0, self.visibility_timeout_s)
         receive = BackgroundReceive(
             self.queue, count, self.wait_time_s, self.visibility_timeout_s, self._release
         )
         while not receive.done.wait(STEP_S / 4):
-            if self.shutdown.is_set() and receive.abandon():
+            if self.shutdown.is_set():
+                if receive.done.wait(ABANDON_AFTER_S) or not receive.abandon():
+                    break
                 return []
         return receive.outcome()
 
