@@ -156,12 +156,7 @@ class JobRunner:
         self.storage = storage
         self.events = events
         self.metrics = metrics
-        self.policy = MessagePolicy(
-            allow_local_files=config.local_files_allowed,
-            local_file_roots=config.local_roots,
-            allow_private_http=config.allow_private_http,
-            allow_env=config.allow_env,
-        )
+        self.policy = MessagePolicy.from_config(config)
         self.cancels = (
             CancelWatch(storage, config.control_url, config.cancel_check_s) if config.control_url else None
         )

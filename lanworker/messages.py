@@ -333,17 +333,22 @@ def _check_task(document: dict[str, Any]) -> list[str]:
 
 
 def validate_document(document: Any) -> list[str]:
+    return checked_document(document)[0]
+
+
+def checked_document(document: Any) -> tuple[list[str], bool]:
     """All problems with a decoded message, in one pass: unusable values (alone: nothing
     else can be read safely), else schema errors with the URI checks of what can be read,
-    and a container task's checks once the schema holds."""
+    and a container task's checks once the schema holds; and whether it holds (so that
+    `message_of` can read the document)."""
     problems = value_problems(document)
     if problems:
-        return problems
+        return problems, False
     schema = schema_errors(document, "command.schema.json")
     uris = _check_uris(document.get("command")) if isinstance(document, dict) else []
     if schema:
-        return schema + uris
-    return uris + _check_task(document)
+        return schema + uris, False
+    return uris + _check_task(document), True
 
 
 def decode(body: str | bytes) -> Any:

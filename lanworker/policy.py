@@ -16,15 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lanworker.addresses import literal_address_refused
-from lanworker.config import is_local_queue
-from lanworker.messages import (
-    CommandMessage,
-    message_of,
-    schema_errors,
-    uri_scheme,
-    validate_document,
-    value_problems,
-)
+from lanworker.config import WorkerConfig, is_local_queue
+from lanworker.messages import CommandMessage, checked_document, message_of, uri_scheme, value_problems
 from lanworker.storage import local_path
 
 # Environment names a message may not set unless the operator allows them: they change
@@ -77,6 +70,16 @@ class MessagePolicy:
     allow_private_http: bool = False
     allow_env: tuple[str, ...] = ()  # globs of dangerous names the operator allows anyway
 
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> MessagePolicy:
+        """The operator's policy, for the workers and for serve's API alike."""
+        return cls(
+            allow_local_files=config.local_files_allowed,
+            local_file_roots=config.local_roots,
+            allow_private_http=config.allow_private_http,
+            allow_env=config.allow_env,
+        )
+
     def problems(self, message: CommandMessage, extra_env: tuple[str, ...] = ()) -> list[str]:
         """Every refusal, as 'JSONPATH: why'; extra_env adds the service's own allowed names."""
         found = [problem for path, uri in _uris(message) if (problem := self.uri_problem(path, uri))]
@@ -125,15 +128,11 @@ def admission_problems(document: Any, policy: MessagePolicy) -> list[str]:
     """Every problem a worker with this policy finds in a decoded message before it runs
     it, each with its JSON path: what `validate` and `submit` report (the executor's own
     terms, such as an image allowlist, are the worker's to know)."""
-    unusable = value_problems(document)  # our depth rule, whatever the JSON parser allows
-    if unusable:
-        return unusable
-    if not isinstance(document, dict):
-        return ["$: must be a JSON object"]
-    problems = validate_document(document)
-    if value_problems(document) or schema_errors(document, "command.schema.json"):
-        return problems  # what the policy reads may not be there
-    return problems + policy.problems(message_of(document))
+    if not isinstance(document, dict):  # our depth rule first, whatever the JSON parser allows
+        return value_problems(document) or ["$: must be a JSON object"]
+    problems, readable = checked_document(document)
+    # The policy reads the message, which only a document of the schema's shape holds.
+    return problems + policy.problems(message_of(document)) if readable else problems
 
 
 def beneath(uri: str, roots: tuple[str, ...]) -> bool:

@@ -92,8 +92,12 @@ def refusal(scope: Scope, loopback_only: bool) -> Refusal | None:
     length = headers.get("content-length")
     limit = body_limit(scope.get("path", ""))
     if length is not None and (not length.isdigit() or int(length) > limit):
-        return Refusal(413, f"request bodies are limited to {limit} bytes here")
+        return too_large(limit)
     return None
+
+
+def too_large(limit: int) -> Refusal:
+    return Refusal(413, f"request bodies are limited to {limit} bytes here")
 
 
 class RequestGuard:
@@ -110,11 +114,10 @@ class RequestGuard:
         send = _with_common_headers(send)
         refused = refusal(scope, self.loopback_only)
         if refused is None:
-            body = await _read_body(receive, body_limit(scope["path"]))
+            limit = body_limit(scope["path"])
+            body = await _read_body(receive, limit)
             if body is None:
-                refused = Refusal(
-                    413, f"request bodies are limited to {body_limit(scope['path'])} bytes here"
-                )
+                refused = too_large(limit)
             else:
                 await self.app(scope, _replay(body, receive), send)
                 return

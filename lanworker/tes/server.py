@@ -50,9 +50,9 @@ class ServeSettings:
     workers: int
     store_url: str
     auth_token: str | None
-    worker_config: WorkerConfig
+    worker_config: WorkerConfig  # queue, events, control and the embedded workers' settings
     max_store_mb: int | None = None
-    keep_days: float | None = None  # queue, events, control and the embedded workers' settings
+    keep_days: float | None = None
 
 
 def settings_from(args: argparse.Namespace) -> ServeSettings:
@@ -135,11 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
         queue=queue,
         control_url=str(config.control_url),
         storage=Storage(retry_budget_s=config.retry_budget_s),
-        policy=MessagePolicy(
-            allow_local_files=config.local_files_allowed,
-            local_file_roots=config.local_roots,
-            allow_private_http=config.allow_private_http,
-        ),
+        policy=MessagePolicy.from_config(config),
         health=lambda: _health(projector, threads, workers),
         metrics=metrics.exposition,
         max_store_bytes=settings.max_store_mb * 1024 * 1024 if settings.max_store_mb else None,

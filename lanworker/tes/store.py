@@ -30,6 +30,7 @@ from lanworker.tes.models import FINAL_STATES
 Record = dict[str, Any]
 DYNAMODB_ITEM_BYTES = 400 * 1024
 ITEM_OVERHEAD_BYTES = 2048  # an item's other attributes and names, beside the JSON document
+SIZE_TTL_S = 60.0  # how long DynamoTaskStore keeps the table's size
 MAX_TOKEN_TIME = 1e11  # seconds since the epoch: year 5138, beyond any created_at
 Change = Callable[[Record | None], Record | None]  # None: leave the record as it is
 
@@ -252,6 +253,7 @@ class DynamoTaskStore:
 
         self.table = table
         self.url = f"dynamodb://{table}"
+        self._size: tuple[float, int] | None = None  # (when asked, TableSizeBytes)
         try:
             self.client = client or boto3.session.Session().client("dynamodb")
         except Exception as exc:  # botocore's NoRegionError, a bad profile, ...
@@ -385,7 +387,13 @@ class DynamoTaskStore:
         return found, None
 
     def stored_bytes(self) -> int:
-        return int(self.client.describe_table(TableName=self.table)["Table"].get("TableSizeBytes", 0))
+        """Asked at most once a minute: DynamoDB refreshes the figure about every six hours,
+        so a DescribeTable for every new task would only add a call to each POST."""
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] >= SIZE_TTL_S:
+            table = self.client.describe_table(TableName=self.table)["Table"]
+            self._size = (now, int(table.get("TableSizeBytes", 0)))
+        return self._size[1]
 
     def prune(self, created_before: float) -> int:
         removed = 0
