@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import docker
 
-from lanworker.config import build_config
+from lanworker.core.config import build_config
+from lanworker.loop.worker import build_worker
 from lanworker.queues import LocalQueue
-from lanworker.worker import build_worker
 from tests.helpers.docker_images import build_busybox_image
 
 

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import boto3
 
 from benchmarks import byte_compile_lanworker
-from lanworker.config import build_config
+from lanworker.core.config import build_config
+from lanworker.loop.worker import build_worker
 from lanworker.queues import LocalQueue
-from lanworker.worker import build_worker
 from tests.helpers.moto import MotoServer, apply_environment, free_port
 
 NAIVE = "naive loop (receive 1, run, delete)"

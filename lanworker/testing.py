@@ -21,18 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lanworker.config import WorkerConfig, build_config
-from lanworker.errors import MessageRefused, StaleReceipt
+from lanworker.core.config import WorkerConfig, build_config
+from lanworker.core.errors import MessageRefused, StaleReceipt
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms
-from lanworker.jobs import JobRunner
-from lanworker.messages import CommandMessage
-from lanworker.metrics import Metrics
+from lanworker.loop.worker import Worker
+from lanworker.message.command import CommandMessage
+from lanworker.pipeline.runner import JobRunner
+from lanworker.pipeline.staging import PathMapper, Workspace
 from lanworker.queues import QueueCache, ReceivedMessage
 from lanworker.queues.base import DeadLetterEntry, Outgoing
-from lanworker.results import EventPublisher, ResultReporter
-from lanworker.staging import PathMapper, Workspace
+from lanworker.reporting.metrics import Metrics
+from lanworker.reporting.results import EventPublisher, ResultReporter
 from lanworker.storage import Storage
-from lanworker.worker import Worker
 
 
 @dataclass

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from lanworker.messages import CommandMessage
-from lanworker.staging import PathMapper, Workspace
-from lanworker.stops import StopReason
+from lanworker.core.stops import StopReason
+from lanworker.message.command import CommandMessage
+from lanworker.pipeline.staging import PathMapper, Workspace
+from lanworker.pipeline.tasks import TaskLayout
 from lanworker.storage import CHUNK_BYTES, Storage
-from lanworker.tasks import TaskLayout
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,10 @@ import requests.exceptions
 import yaml
 from docker.utils.socket import frames_iter
 
-from lanworker.config import WorkerConfig
-from lanworker.errors import CannotStart, ConfigError, InvalidMessage, JobFailed, TransientError
+from lanworker.core.config import WorkerConfig
+from lanworker.core.errors import CannotStart, ConfigError, InvalidMessage, JobFailed, TransientError
+from lanworker.core.retries import Backoff
+from lanworker.core.stops import StopReason
 from lanworker.executors.base import (
     EXIT_SIGKILL,
     CapturedStream,
@@ -41,11 +43,9 @@ from lanworker.executors.base import (
     JobTerms,
     feed_stdin,
 )
-from lanworker.messages import CommandMessage, schema_errors
-from lanworker.retries import Backoff
-from lanworker.staging import PathMapper, Workspace
-from lanworker.stops import StopReason
-from lanworker.tasks import TaskLayout
+from lanworker.message.command import CommandMessage, schema_errors
+from lanworker.pipeline.staging import PathMapper, Workspace
+from lanworker.pipeline.tasks import TaskLayout
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from lanworker.errors import CannotStart, ConfigError, InvalidMessage
+from lanworker.core.errors import CannotStart, ConfigError, InvalidMessage
+from lanworker.core.stops import StopReason
 from lanworker.executors.base import (
     CapturedStream,
     ExecutionRequest,
@@ -23,9 +24,8 @@ from lanworker.executors.base import (
     JobTerms,
     feed_stdin,
 )
-from lanworker.messages import CommandMessage
-from lanworker.staging import PathMapper, Workspace
-from lanworker.stops import StopReason
+from lanworker.message.command import CommandMessage
+from lanworker.pipeline.staging import PathMapper, Workspace
 from lanworker.storage import CHUNK_BYTES
 
 logger = logging.getLogger(__name__)

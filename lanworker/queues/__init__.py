@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lanworker.config import DEFAULT_LOCAL_QUEUE, is_local_queue
-from lanworker.errors import ConfigError
+from lanworker.core.config import DEFAULT_LOCAL_QUEUE, is_local_queue
+from lanworker.core.errors import ConfigError
 from lanworker.queues.base import DeadLetterEntry, Outgoing, Queue, ReceivedMessage, SinglePass
 from lanworker.queues.local import LocalQueue
 
@@ -48,8 +48,8 @@ def open_queue(
     if is_local_queue(url):
         return LocalQueue(url, max_receives=max_receives)
     if url.startswith(("https://", "http://")):
+        from lanworker.core.retries import Backoff
         from lanworker.queues.sqs import BACKOFF, SqsQueue
-        from lanworker.retries import Backoff
 
         backoff = BACKOFF if retry_budget_s is None else Backoff(budget_s=retry_budget_s)
         return SqsQueue(url, dead_letter_url=dead_letter_url, backoff=backoff)

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from lanworker.errors import QueueUnreachable, StaleReceipt
+from lanworker.core.errors import QueueUnreachable, StaleReceipt
 from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage, exhausted_reason
-from lanworker.sqlite import SharedConnection
+from lanworker.queues.sqlite import SharedConnection
 
 logger = logging.getLogger(__name__)
 

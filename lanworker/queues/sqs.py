@@ -13,9 +13,15 @@ from typing import Any, TypeVar
 import botocore.config
 import botocore.session
 
-from lanworker.errors import ConfigError, MessageRefused, QueueAccessDenied, QueueUnreachable, StaleReceipt
+from lanworker.core.errors import (
+    ConfigError,
+    MessageRefused,
+    QueueAccessDenied,
+    QueueUnreachable,
+    StaleReceipt,
+)
+from lanworker.core.retries import DENIED_CODES, Backoff, as_transient, client_error_code, is_transient
 from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
-from lanworker.retries import DENIED_CODES, Backoff, as_transient, client_error_code, is_transient
 
 logger = logging.getLogger(__name__)
 

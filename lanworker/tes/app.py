@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from lanworker import __version__
-from lanworker.cancels import request_cancel
-from lanworker.errors import MessageRefused
-from lanworker.policy import MessagePolicy
+from lanworker.core.errors import MessageRefused
+from lanworker.message.policy import MessagePolicy
 from lanworker.queues import Queue
 from lanworker.storage import Storage
+from lanworker.storage.control import request_cancel
 from lanworker.tes.convert import (
     TaskRefused,
     new_record,

@@ -13,8 +13,8 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from lanworker.messages import READABLE_SCHEMES, WRITABLE_SCHEMES, uri_scheme, validate_document
-from lanworker.policy import MessagePolicy
+from lanworker.message.command import READABLE_SCHEMES, WRITABLE_SCHEMES, uri_scheme, validate_document
+from lanworker.message.policy import MessagePolicy
 from lanworker.tes.models import State, TesTask
 
 SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = ()

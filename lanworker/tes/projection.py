@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any
 
-from lanworker.polling import ReceiveLoop
 from lanworker.queues import Queue, ReceivedMessage
+from lanworker.queues.receive import ReceiveLoop
 from lanworker.tes.convert import rfc3339
 from lanworker.tes.models import FINAL_STATES, State
 from lanworker.tes.store import Record, TaskStore

@@ -22,9 +22,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-from lanworker.errors import ConfigError, QueueUnreachable
-from lanworker.retries import is_botocore_failure
-from lanworker.sqlite import connect, immediate
+from lanworker.core.errors import ConfigError, QueueUnreachable
+from lanworker.core.retries import is_botocore_failure
+from lanworker.queues.sqlite import connect, immediate
 from lanworker.tes.models import FINAL_STATES
 
 Record = dict[str, Any]

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from lanworker import status
 from lanworker.tes.app import TOKEN_COOKIE, TesService
 from lanworker.web import pages
+from lanworker.web import readmodel as status
 
 PAGE_SIZE = 50
 

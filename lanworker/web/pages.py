@@ -12,7 +12,7 @@ import html
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from lanworker.status import STATE_ORDER, JobRow
+from lanworker.web.readmodel import STATE_ORDER, JobRow
 
 STATE_COLOURS = {
     "QUEUED": "#6b7280",

@@ -68,7 +68,7 @@ def test_a_worker_below_min_free_mb_stops_receiving_and_says_why(
         queue_url=queue.url, results_url=results.url, work_root=small_disk / "work", min_free_mb=15,
         once=False, wait_time_s=1, metrics_port=port,
     )  # fmt: skip
-    from lanworker.metrics import HealthServer, receive_loop_health
+    from lanworker.reporting.metrics import HealthServer, receive_loop_health
 
     health = HealthServer(
         port, worker.metrics, receive_loop_health(lambda: worker.last_receive_at, 120, worker.paused)

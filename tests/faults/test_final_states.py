@@ -138,8 +138,8 @@ def test_a_task_the_engine_cannot_start_fails_at_once(tes_url: str) -> None:
 
 
 def test_a_marker_left_from_an_earlier_job_does_not_cancel_a_new_one(tmp_path: Path, worker_factory) -> None:
-    from lanworker.cancels import request_cancel
     from lanworker.storage import Storage
+    from lanworker.storage.control import request_cancel
 
     control = tmp_path / "control"
     queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")

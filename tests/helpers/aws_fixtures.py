@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from lanworker.config import WorkerConfig, build_config
+from lanworker.core.config import WorkerConfig, build_config
+from lanworker.loop.worker import Worker, build_worker
 from lanworker.queues import SqsQueue
-from lanworker.worker import Worker, build_worker
 from tests.helpers.moto import MotoServer, apply_environment, free_port, restore_environment
 
 TOOL = str(Path(__file__).resolve().parent / "tool.py")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lanworker import exitcodes
+from lanworker.core import exitcodes
 from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import answers, cli_env, start_cli, wait_until
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from lanworker import exitcodes
+from lanworker.core import exitcodes
 from lanworker.queues import LocalQueue
 from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import cli_env, run_cli, start_cli, wait_until

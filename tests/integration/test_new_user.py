@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from lanworker import exitcodes
-from lanworker.messages import job_id_of
-from lanworker.polling import ReceiveLoop
+from lanworker.core import exitcodes
+from lanworker.message.command import job_id_of
 from lanworker.queues import LocalQueue
+from lanworker.queues.receive import ReceiveLoop
 from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import cli_env, run_cli
 

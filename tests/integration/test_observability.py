@@ -63,9 +63,11 @@ def test_every_log_line_of_a_job_carries_its_job_id(
     assert worker.wait(timeout=60) == 0
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     during_job = [
-        line for line in lines if "logged-job" in line["message"] or line["logger"] == "lanworker.staging"
+        line
+        for line in lines
+        if "logged-job" in line["message"] or line["logger"] == "lanworker.pipeline.staging"
     ]
-    assert any(line["logger"] == "lanworker.staging" for line in during_job)
+    assert any(line["logger"] == "lanworker.pipeline.staging" for line in during_job)
     assert all(line.get("job_id") == "logged-job" for line in during_job), during_job
 
 

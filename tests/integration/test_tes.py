@@ -15,7 +15,7 @@ import pytest
 import requests
 import tes
 
-from lanworker import exitcodes
+from lanworker.core import exitcodes
 from tests.helpers import tes_schemas
 from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import answers, cli_env, run_cli, start_cli, wait_until

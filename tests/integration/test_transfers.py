@@ -17,9 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
-from lanworker.errors import JobFailed
-from lanworker.ranged import plan_parts
+from lanworker.core.errors import JobFailed
 from lanworker.storage import Storage
+from lanworker.storage.ranged import plan_parts
 from tests.helpers.moto import MotoServer, free_port
 
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lanworker.errors import StaleReceipt
+from lanworker.core.errors import StaleReceipt
+from lanworker.loop.worker import Worker
 from lanworker.queues import Outgoing, SqsQueue
-from lanworker.worker import Worker
 from tests.integration.conftest import receive_all
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed-message.json"

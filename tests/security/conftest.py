@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from lanworker.config import build_config
+from lanworker.core.config import build_config
+from lanworker.loop.worker import build_worker
 from lanworker.queues import LocalQueue
-from lanworker.worker import build_worker
 
 RunJob = Callable[..., dict[str, Any]]
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from lanworker import messages
-from lanworker.errors import InvalidMessage
-from lanworker.policy import MessagePolicy
-from lanworker.staging import safe_relative
+from lanworker.core.errors import InvalidMessage
+from lanworker.message.policy import MessagePolicy
+from lanworker.pipeline.staging import safe_relative
 from tests.security.conftest import RunJob
 
 REFUSE_LOCAL = {"allow_local_files": False}

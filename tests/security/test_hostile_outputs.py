@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lanworker.safefs import remove_tree
+from lanworker.storage.safefs import remove_tree
 from tests.security.conftest import RunJob, output_arg
 
 

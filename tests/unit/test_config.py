@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lanworker.config import WorkerConfig, build_config
-from lanworker.errors import ConfigError
+from lanworker.core.config import WorkerConfig, build_config
+from lanworker.core.errors import ConfigError
 
 NATIVE = {"mode": "native", "base_command": ("true",)}
 
@@ -132,7 +132,7 @@ def test_an_sqs_queue_without_any_region_is_a_config_error(monkeypatch, tmp_path
 def test_every_variable_is_named_after_its_flag() -> None:
     """One rule: LANWORKER_ and the flag's name; the parser and the table agree."""
     from lanworker.cli import build_parser
-    from lanworker.config import WITHOUT_FLAG, env_table, flag_name
+    from lanworker.core.config import WITHOUT_FLAG, env_table, flag_name
 
     fields = {spec.name for spec in dataclasses.fields(WorkerConfig)}
     seen: set[str] = set()
@@ -140,11 +140,14 @@ def test_every_variable_is_named_after_its_flag() -> None:
     for name in ("native", "docker", "serve"):
         for action in commands.choices[name]._actions:
             if action.dest in fields and action.option_strings:
-                assert f"--{flag_name(action.dest)}" in action.option_strings, (action.dest, action.option_strings)
+                assert f"--{flag_name(action.dest)}" in action.option_strings, (
+                    action.dest,
+                    action.option_strings,
+                )
                 seen.add(action.dest)
     assert seen == fields - WITHOUT_FLAG
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert env_table() in readme, "README's table is stale: python3 -m lanworker.config prints it"
+    assert env_table() in readme, "README's table is stale: python3 -m lanworker.core.config prints it"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +165,7 @@ def test_variables_named_after_flags_are_read(env: dict[str, str], field: str, v
 
 
 def test_unknown_and_old_variables_are_named_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
-    from lanworker.config import check_environment, environment_problems
+    from lanworker.core.config import check_environment, environment_problems
 
     env = {"LANWORKER_TIMEOUT": "5", "LANWORKER_CONTROL_URL": "/c", "LANWORKER_QUEUE": "local:/q.db"}
     problems = environment_problems(env)
@@ -180,7 +183,7 @@ def test_workers_in_containers_get_ids_of_their_own(monkeypatch: pytest.MonkeyPa
     import os
     import socket
 
-    from lanworker.config import default_worker_id
+    from lanworker.core.config import default_worker_id
 
     monkeypatch.setattr(os, "getpid", lambda: 1)  # every container's worker is PID 1
     first, second = default_worker_id(), default_worker_id()

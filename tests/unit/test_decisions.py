@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from lanworker.errors import CannotStart, InvalidMessage, TransientError
+from lanworker.core.errors import CannotStart, InvalidMessage, TransientError
+from lanworker.core.stops import StopReason
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms
-from lanworker.stops import StopReason
 from lanworker.testing import ScriptedExecutor, fake_worker, wait_for_stop
 
 

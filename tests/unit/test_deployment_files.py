@@ -6,8 +6,8 @@ import configparser
 import re
 from pathlib import Path
 
-from lanworker import exitcodes as cli
-from lanworker.config import WorkerConfig
+from lanworker.core import exitcodes as cli
+from lanworker.core.config import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lanworker.config import WorkerConfig
+from lanworker.core.config import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -190,7 +190,7 @@ CALLS = {
 }  # fmt: skip
 # Which code each component runs against AWS (modules, or one function's source).
 COMPONENTS = {
-    "worker": ["storage.py", "s3direct.py", "queues/sqs.py", "results.py"],
+    "worker": ["storage/__init__.py", "storage/s3direct.py", "queues/sqs.py", "reporting/results.py"],
     "translator": ["queues/sqs.py"],
     "serve": ["tes/store.py", "queues/sqs.py", ('"PUT", bucket', "request_cancel")],
 }

@@ -6,10 +6,10 @@ import threading
 import time
 from collections.abc import Sequence
 
-from lanworker.leases import Heartbeats
-from lanworker.metrics import Metrics
+from lanworker.core.stops import StopReason
+from lanworker.loop.leases import Heartbeats
 from lanworker.queues import ReceivedMessage
-from lanworker.stops import StopReason
+from lanworker.reporting.metrics import Metrics
 from lanworker.testing import InMemoryQueue
 from tests.helpers.processes import wait_until
 

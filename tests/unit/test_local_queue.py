@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lanworker.errors import StaleReceipt
+from lanworker.core.errors import StaleReceipt
 from lanworker.queues import LocalQueue
 
 QueueFactory = Callable[..., LocalQueue]

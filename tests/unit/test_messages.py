@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lanworker import messages
-from lanworker.errors import InvalidMessage
+from lanworker.core.errors import InvalidMessage
+from lanworker.message import command as messages
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed-message.json"
 
@@ -113,7 +113,7 @@ def test_messages_up_to_the_sqs_maximum_of_1_mib_are_read() -> None:
 
 def test_two_inputs_at_one_path_are_valid_and_staged_in_order() -> None:
     """As TESK does: applied in order, the later one wins (issue 20; it was a 400)."""
-    from lanworker.tasks import input_waves
+    from lanworker.pipeline.tasks import input_waves
 
     task = {
         "service": "task",

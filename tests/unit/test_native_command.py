@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lanworker.errors import ConfigError
+from lanworker.core.errors import ConfigError
 from lanworker.executors.native import check_program, parse_base_command
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lanworker.results import JobResult, fit_result
+from lanworker.reporting.results import JobResult, fit_result
 
 
 def result(**fields: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
-from lanworker.retries import is_botocore_failure, is_transient
+from lanworker.core.retries import is_botocore_failure, is_transient
 
 
 def test_botocore_refusing_a_request_is_not_a_passing_failure() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lanworker.errors import ConfigError, InvalidMessage
-from lanworker.rules import glob_to_regex, load_rules, render_template
-from lanworker.s3events import ObjectEvent, parse_notification
-from lanworker.translator import check_rules, commands_for
+from lanworker.core.errors import ConfigError, InvalidMessage
+from lanworker.translator.loop import check_rules, commands_for
+from lanworker.translator.rules import glob_to_regex, load_rules, render_template
+from lanworker.translator.s3events import ObjectEvent, parse_notification
 
 ROOT = Path(__file__).resolve().parents[2]
 GEN3 = ROOT / "examples" / "rules" / "gen3.yaml"

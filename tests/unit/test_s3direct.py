@@ -6,7 +6,7 @@ import io
 from types import SimpleNamespace
 from typing import Any
 
-from lanworker.s3direct import DirectS3
+from lanworker.storage.s3direct import DirectS3
 
 
 class RecordingClient:

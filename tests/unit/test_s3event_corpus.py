@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from lanworker.config import build_config
+from lanworker.core.config import build_config
 from lanworker.queues import QueueCache
-from lanworker.rules import Rule, RuleSet
-from lanworker.s3events import MalformedEvent, parse_notification
 from lanworker.testing import InMemoryQueue
-from lanworker.translator import Translator, translate_body
+from lanworker.translator.loop import Translator, translate_body
+from lanworker.translator.rules import Rule, RuleSet
+from lanworker.translator.s3events import MalformedEvent, parse_notification
 from tests.unit.s3_event_corpus import BUCKET, EVENT_TYPES, KEY, corpus
 
 
@@ -40,7 +40,7 @@ def test_each_event_type_arrives_the_same_whichever_the_shape(kind, shape: str, 
 
 
 def test_every_event_type_can_be_named_in_a_rule_file(tmp_path: Path) -> None:
-    from lanworker.rules import load_rules
+    from lanworker.translator.rules import load_rules
 
     names = [kind.name for kind in EVENT_TYPES] + [f"s3:{kind.name}" for kind in EVENT_TYPES]
     names += ["ObjectRestore:*", "LifecycleExpiration:*", "Replication:*", "ObjectTagging:*", "*"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lanworker.s3events import MalformedEvent, parse_notification
+from lanworker.translator.s3events import MalformedEvent, parse_notification
 
 EVENTS = Path(__file__).parent / "events"
 

@@ -17,7 +17,7 @@ from typing import Any
 import fastjsonschema
 import pytest
 
-from lanworker.messages import fast_check, validator
+from lanworker.message.command import fast_check, validator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ODD_VALUES: list[Any] = [

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from lanworker import messages
-from lanworker.errors import InvalidMessage, JobFailed
-from lanworker.policy import MessagePolicy
-from lanworker.staging import Workspace, collect_uploads, safe_relative, stage_inputs
+from lanworker.core.errors import InvalidMessage, JobFailed
+from lanworker.message import command as messages
+from lanworker.message.policy import MessagePolicy
+from lanworker.pipeline.staging import Workspace, collect_uploads, safe_relative, stage_inputs
 from lanworker.storage import Storage
 
 

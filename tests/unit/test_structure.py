@@ -50,14 +50,16 @@ def test_no_import_cycles() -> None:
         visit(module, [])
 
 
-@pytest.mark.parametrize("leaf", ["lanworker.exitcodes", "lanworker.stops", "lanworker.addresses"])
+@pytest.mark.parametrize(
+    "leaf", ["lanworker.core.exitcodes", "lanworker.core.stops", "lanworker.core.addresses"]
+)
 def test_leaves_import_nothing_of_ours(leaf: str) -> None:
     assert imports()[leaf] == set()
 
 
 def test_errors_holds_error_classes_only() -> None:
-    assert imports()["lanworker.errors"] <= {"lanworker.stops"}
-    assert "boto" not in (PACKAGE / "errors.py").read_text()
+    assert imports()["lanworker.core.errors"] <= {"lanworker.core.stops"}
+    assert "boto" not in (PACKAGE / "core" / "errors.py").read_text()
 
 
 def test_a_worker_without_s3_or_http_jobs_never_loads_their_clients(tmp_path: Path) -> None:
@@ -85,13 +87,13 @@ print(sorted({{name.split(".")[0] for name in sys.modules}} & {{"botocore", "bot
 
 
 def test_config_does_not_pull_in_the_queues() -> None:
-    assert imports()["lanworker.config"] == {"lanworker.errors"}
+    assert imports()["lanworker.core.config"] == {"lanworker.core.errors"}
 
 
 def test_schemas_are_package_data_and_valid_schemas() -> None:
     import jsonschema
 
-    from lanworker.messages import load_schema
+    from lanworker.message.command import load_schema
 
     for name in ("command.schema.json", "rules.schema.json", "services.schema.json"):
         assert load_schema(name)["$schema"].startswith("https://json-schema.org/")

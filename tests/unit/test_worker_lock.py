@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lanworker.errors import ConfigError
-from lanworker.worker import lock_worker_id
+from lanworker.core.errors import ConfigError
+from lanworker.loop.worker import lock_worker_id
 
 
 def held_by_someone(path: Path) -> bool:

@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
-from lanworker.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError, disk_full
-from lanworker.messages import uri_scheme
-from lanworker.ranged import RangedDownload
-from lanworker.retries import (
+from lanworker.core.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError, disk_full
+from lanworker.core.retries import (
     DENIED_CODES,
     Backoff,
     as_transient,
@@ -34,11 +32,13 @@ from lanworker.retries import (
     is_botocore_failure,
     is_transient,
 )
+from lanworker.message.command import uri_scheme
+from lanworker.storage.ranged import RangedDownload
 
 if TYPE_CHECKING:
     import requests
 
-    from lanworker.s3direct import DirectS3
+    from lanworker.storage.s3direct import DirectS3
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Storage:
     # botocore, urllib3 and requests are imported on first use: a worker whose jobs never
     # name s3:// or http(s):// never loads them (0.1 s of start-up).
     def _direct_client(self) -> DirectS3:
-        from lanworker.s3direct import DirectS3
+        from lanworker.storage.s3direct import DirectS3
 
         client = self.s3
         with self._lock:
@@ -223,7 +223,7 @@ class Storage:
             return self._direct
 
     def _http_session(self) -> requests.Session:
-        from lanworker.webfetch import make_session
+        from lanworker.storage.http import make_session
 
         with self._lock:
             if self._http is None:
@@ -433,7 +433,7 @@ class Storage:
                 location = S3Location.parse(uri)
                 return self._direct_client().open(location.bucket, location.key)
             if scheme in ("http", "https"):
-                from lanworker.webfetch import open_http
+                from lanworker.storage.http import open_http
 
                 return open_http(self._http_session(), uri)
             return local_path(uri).open("rb")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lanworker.results import JobResult
+from lanworker.reporting.results import JobResult
 
 # A message released after an infrastructure failure waits this long before it is seen
 # again, so a persistent outage does not become a hot receive-fail-release loop.

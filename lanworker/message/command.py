@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import fastjsonschema
 
-from lanworker.errors import InvalidMessage
+from lanworker.core.errors import InvalidMessage
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, ValidationError

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from lanworker.errors import ConfigError, InvalidMessage
-from lanworker.messages import schema_errors, validate_document
-from lanworker.s3events import ObjectEvent
+from lanworker.core.errors import ConfigError, InvalidMessage
+from lanworker.message.command import schema_errors, validate_document
+from lanworker.translator.s3events import ObjectEvent
 
 DEFAULT_EVENTS = ("ObjectCreated:*",)
 SYNTHETIC_SUFFIX = {

@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 import requests
 
-from lanworker import status
-from lanworker.errors import ConfigError, QueueUnreachable
-from lanworker.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
-from lanworker.logs import escape_controls
+from lanworker.core.errors import ConfigError, QueueUnreachable
+from lanworker.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from lanworker.core.logs import escape_controls
+from lanworker.web import readmodel as status
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 COLOURS = {

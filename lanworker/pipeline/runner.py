@@ -22,9 +22,26 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lanworker import __version__
-from lanworker.cancels import CancelWatch
-from lanworker.config import WorkerConfig
-from lanworker.errors import CannotStart, Interrupted, InvalidMessage, JobFailed, TransientError, disk_full
+from lanworker.core.config import WorkerConfig
+from lanworker.core.errors import (
+    CannotStart,
+    Interrupted,
+    InvalidMessage,
+    JobFailed,
+    TransientError,
+    disk_full,
+)
+from lanworker.core.logs import current_job
+from lanworker.core.outcomes import (
+    TRANSIENT_BACKOFF_S,
+    Abandon,
+    DeadLetter,
+    Delete,
+    Outcome,
+    Release,
+    Requeue,
+)
+from lanworker.core.stops import StopReason
 from lanworker.executors.base import (
     EXIT_SIGKILL,
     ExecutionRequest,
@@ -35,19 +52,17 @@ from lanworker.executors.base import (
     make_sinks,
     open_stdin,
 )
-from lanworker.logs import current_job
-from lanworker.messages import CommandMessage, decode, from_document, well_formed_id
-from lanworker.metrics import Metrics
-from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, DeadLetter, Delete, Outcome, Release, Requeue
-from lanworker.policy import MessagePolicy
+from lanworker.message.command import CommandMessage, decode, from_document, well_formed_id
+from lanworker.message.policy import MessagePolicy
+from lanworker.pipeline.staging import StagedJob, Workspace, collect_uploads, stage_inputs, upload_outputs
+from lanworker.pipeline.tasks import collect_task_outputs, plan_layout, stage_task_inputs
 from lanworker.queues import ReceivedMessage
 from lanworker.queues.base import exhausted_reason
-from lanworker.results import EventPublisher, JobResult
-from lanworker.safefs import TreeTooLarge, apparent_bytes, disk_usage_bytes
-from lanworker.staging import StagedJob, Workspace, collect_uploads, stage_inputs, upload_outputs
-from lanworker.stops import StopReason
+from lanworker.reporting.metrics import Metrics
+from lanworker.reporting.results import EventPublisher, JobResult
 from lanworker.storage import Checkpoint, Storage, TransferRecord
-from lanworker.tasks import collect_task_outputs, plan_layout, stage_task_inputs
+from lanworker.storage.control import CancelWatch
+from lanworker.storage.safefs import TreeTooLarge, apparent_bytes, disk_usage_bytes
 
 logger = logging.getLogger(__name__)
 

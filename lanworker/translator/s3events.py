@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from lanworker.errors import InvalidMessage
+from lanworker.core.errors import InvalidMessage
 
 SUPPORTED_EVENT_VERSION_MAJOR = "2"
 

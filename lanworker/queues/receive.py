@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from lanworker.errors import QueueUnreachable, TransientError
+from lanworker.core.errors import QueueUnreachable, TransientError
 from lanworker.queues import Queue, ReceivedMessage, SinglePass
 
 logger = logging.getLogger(__name__)

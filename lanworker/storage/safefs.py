@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from lanworker.errors import JobFailed
+from lanworker.core.errors import JobFailed
 
 logger = logging.getLogger(__name__)
 

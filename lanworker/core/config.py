@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lanworker.errors import ConfigError
+from lanworker.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _convert(text: str, annotation: Any) -> Any:
 # One rule: an option's environment variable is LANWORKER_ and its flag's name
 # (--timeout-s: LANWORKER_TIMEOUT_S). A field's flag is its name with dashes, unless named
 # here; tests/unit/test_config.py checks the parser agrees, and the README's table is made
-# from this (`python3 -m lanworker.config`).
+# from this (`python3 -m lanworker.core.config`).
 FLAG_NAMES = {
     "queue_url": "queue",
     "dead_letter_queue_url": "dead-letter-queue",
@@ -287,5 +287,5 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = N
     return config.validate()
 
 
-if __name__ == "__main__":  # python3 -m lanworker.config: the README's table
+if __name__ == "__main__":  # python3 -m lanworker.core.config: the README's table
     print(env_table())

@@ -17,10 +17,10 @@ import logging
 import threading
 import time
 
-from lanworker.errors import StaleReceipt
-from lanworker.metrics import Metrics
+from lanworker.core.errors import StaleReceipt
+from lanworker.core.stops import StopReason
 from lanworker.queues import Queue, ReceivedMessage
-from lanworker.stops import StopReason
+from lanworker.reporting.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

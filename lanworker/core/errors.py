@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 
-from lanworker.stops import StopReason
+from lanworker.core.stops import StopReason
 
 
 class LanworkerError(Exception):

@@ -19,9 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from lanworker.errors import InvalidMessage, JobFailed
-from lanworker.messages import CommandMessage, key_problem, uri_scheme
-from lanworker.safefs import list_tree, open_beneath, remove_tree
+from lanworker.core.errors import InvalidMessage, JobFailed
+from lanworker.message.command import CommandMessage, key_problem, uri_scheme
 from lanworker.storage import (
     Checkpoint,
     S3Location,
@@ -31,9 +30,10 @@ from lanworker.storage import (
     local_path,
     no_checkpoint,
 )
+from lanworker.storage.safefs import list_tree, open_beneath, remove_tree
 
 if TYPE_CHECKING:
-    from lanworker.tasks import TaskLayout
+    from lanworker.pipeline.tasks import TaskLayout
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lanworker import __version__
-from lanworker.config import DEFAULT_LOCAL_QUEUE, build_config, check_environment, is_local_queue
-from lanworker.errors import ConfigError, InvalidMessage, JobFailed, QueueUnreachable, TransientError
-from lanworker.exitcodes import (
+from lanworker.core.config import DEFAULT_LOCAL_QUEUE, build_config, check_environment, is_local_queue
+from lanworker.core.errors import ConfigError, InvalidMessage, JobFailed, QueueUnreachable, TransientError
+from lanworker.core.exitcodes import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_FORCED,
@@ -33,11 +33,11 @@ from lanworker.exitcodes import (
     EXIT_STOPPED,
     EXIT_USAGE,
 )
-from lanworker.logs import configure_logging
-from lanworker.messages import decode, job_id_of
-from lanworker.policy import MessagePolicy, admission_problems
+from lanworker.core.logs import configure_logging
+from lanworker.loop.signals import SignalFlag
+from lanworker.message.command import decode, job_id_of
+from lanworker.message.policy import MessagePolicy, admission_problems
 from lanworker.queues import LocalQueue, Queue, open_queue
-from lanworker.signals import SignalFlag
 
 logger = logging.getLogger(__name__)
 
@@ -265,13 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    from lanworker.jobs_command import run_jobs as jobs
+    from lanworker.cli.jobs import run_jobs as jobs
 
     return jobs(args)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from lanworker.tes.server import run_serve as serve  # FastAPI and uvicorn only for serve
+    from lanworker.serve import run_serve as serve  # FastAPI and uvicorn only for serve
 
     return serve(args)
 
@@ -301,8 +301,8 @@ def run_worker(args: argparse.Namespace) -> int:
     # The worker's modules (botocore among them) only for the subcommands that run one:
     # `validate` and `submit` start in a fraction of the time.
     from lanworker.executors.native import parse_base_command
-    from lanworker.metrics import HealthServer, receive_loop_health
-    from lanworker.worker import build_worker
+    from lanworker.loop.worker import build_worker
+    from lanworker.reporting.metrics import HealthServer, receive_loop_health
 
     flags = {k: v for k, v in vars(args).items() if k != "subcommand"}
     flags["mode"] = args.subcommand
@@ -449,8 +449,8 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from lanworker.cancels import request_cancel
     from lanworker.storage import Storage
+    from lanworker.storage.control import request_cancel
 
     control = build_config({"mode": "client", "control_url": args.control_url}).control_url
     if not control:
@@ -476,7 +476,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def _run_translate(args: argparse.Namespace) -> int:
-    from lanworker.translator import run_translate  # rules, YAML: only for this subcommand
+    from lanworker.translator.loop import run_translate  # rules, YAML: only for this subcommand
 
     return run_translate(args)
 

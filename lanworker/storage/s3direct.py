@@ -38,7 +38,7 @@ import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from lanworker.retries import client_error_code
+from lanworker.core.retries import client_error_code
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from lanworker.addresses import is_public_address
-from lanworker.errors import AddressRefused
+from lanworker.core.addresses import is_public_address
+from lanworker.core.errors import AddressRefused
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from lanworker.errors import JobFailed
-from lanworker.messages import CommandMessage, TaskInput, TaskOutput
-from lanworker.safefs import create_beneath, list_tree, open_beneath
-from lanworker.staging import Workspace, parallel, safe_relative
+from lanworker.core.errors import JobFailed
+from lanworker.message.command import CommandMessage, TaskInput, TaskOutput
+from lanworker.pipeline.staging import Workspace, parallel, safe_relative
 from lanworker.storage import Checkpoint, Storage, TransferRecord, child_uri
+from lanworker.storage.safefs import create_beneath, list_tree, open_beneath
 
 
 @dataclass(frozen=True)

@@ -22,20 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lanworker.config import WorkerConfig, build_config, check_environment, env_name, is_local_queue
-from lanworker.errors import ConfigError
-from lanworker.exitcodes import EXIT_INTERNAL, EXIT_STOPPED
-from lanworker.logs import configure_logging
-from lanworker.metrics import Metrics
-from lanworker.policy import MessagePolicy
+from lanworker.core.config import WorkerConfig, build_config, check_environment, env_name, is_local_queue
+from lanworker.core.errors import ConfigError
+from lanworker.core.exitcodes import EXIT_INTERNAL, EXIT_STOPPED
+from lanworker.core.logs import configure_logging
+from lanworker.loop.signals import SignalFlag
+from lanworker.loop.worker import Worker, build_worker
+from lanworker.message.policy import MessagePolicy
 from lanworker.queues import open_queue
-from lanworker.signals import SignalFlag
+from lanworker.reporting.metrics import Metrics
 from lanworker.storage import Storage
 from lanworker.tes.app import TesService, create_app
 from lanworker.tes.guard import is_loopback_host
 from lanworker.tes.projection import Projector
 from lanworker.tes.store import TaskStore, open_store
-from lanworker.worker import Worker, build_worker
 
 logger = logging.getLogger(__name__)
 

@@ -19,22 +19,22 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from lanworker.config import WorkerConfig
-from lanworker.errors import ConfigError
+from lanworker.core.config import WorkerConfig
+from lanworker.core.errors import ConfigError
+from lanworker.core.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
+from lanworker.core.stops import StopReason
 from lanworker.executors.base import Executor
 from lanworker.executors.native import NativeExecutor
-from lanworker.jobs import JobRunner
-from lanworker.leases import Heartbeats, Lease
-from lanworker.messages import job_id_of
-from lanworker.metrics import Metrics
-from lanworker.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
-from lanworker.polling import ReceiveLoop
+from lanworker.loop.leases import Heartbeats, Lease
+from lanworker.loop.settle import Settler
+from lanworker.message.command import job_id_of
+from lanworker.pipeline.runner import JobRunner
 from lanworker.queues import LocalQueue, Queue, QueueCache, ReceivedMessage, open_queue
-from lanworker.results import EventPublisher, ResultReporter
-from lanworker.safefs import remove_tree
-from lanworker.settling import Settler
-from lanworker.stops import StopReason
+from lanworker.queues.receive import ReceiveLoop
+from lanworker.reporting.metrics import Metrics
+from lanworker.reporting.results import EventPublisher, ResultReporter
 from lanworker.storage import Storage
+from lanworker.storage.safefs import remove_tree
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lanworker.addresses import literal_address_refused
-from lanworker.config import WorkerConfig, is_local_queue
-from lanworker.messages import CommandMessage, checked_document, message_of, uri_scheme, value_problems
+from lanworker.core.addresses import literal_address_refused
+from lanworker.core.config import WorkerConfig, is_local_queue
+from lanworker.message.command import CommandMessage, checked_document, message_of, uri_scheme, value_problems
 from lanworker.storage import local_path
 
 # Environment names a message may not set unless the operator allows them: they change

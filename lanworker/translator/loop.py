@@ -20,15 +20,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lanworker.config import WorkerConfig, build_config
-from lanworker.errors import ConfigError, InvalidMessage, MessageRefused, QueueUnreachable, TransientError
-from lanworker.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from lanworker.logs import configure_logging
-from lanworker.polling import ReceiveLoop
+from lanworker.core.config import WorkerConfig, build_config
+from lanworker.core.errors import (
+    ConfigError,
+    InvalidMessage,
+    MessageRefused,
+    QueueUnreachable,
+    TransientError,
+)
+from lanworker.core.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from lanworker.core.logs import configure_logging
+from lanworker.loop.signals import SignalFlag
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
-from lanworker.rules import RenderedCommand, RuleSet, load_rules, synthetic_event
-from lanworker.s3events import MalformedEvent, parse_notification
-from lanworker.signals import SignalFlag
+from lanworker.queues.receive import ReceiveLoop
+from lanworker.translator.rules import RenderedCommand, RuleSet, load_rules, synthetic_event
+from lanworker.translator.s3events import MalformedEvent, parse_notification
 
 logger = logging.getLogger(__name__)
 

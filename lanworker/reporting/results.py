@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanworker.errors import TransientError
+from lanworker.core.errors import TransientError
+from lanworker.core.retries import Backoff, as_transient, is_transient
 from lanworker.queues import Outgoing, QueueCache
-from lanworker.retries import Backoff, as_transient, is_transient
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from tenacity import (
     wait_random,
 )
 
-from lanworker.errors import TransientError
+from lanworker.core.errors import TransientError
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lanworker.leases import Heartbeats, Lease
-from lanworker.metrics import Metrics
-from lanworker.outcomes import Abandon, DeadLetter, Delete, Outcome, Release
+from lanworker.core.outcomes import Abandon, DeadLetter, Delete, Outcome, Release
+from lanworker.loop.leases import Heartbeats, Lease
 from lanworker.queues import Queue, ReceivedMessage
-from lanworker.results import EventPublisher, ResultReporter
+from lanworker.reporting.metrics import Metrics
+from lanworker.reporting.results import EventPublisher, ResultReporter
 
 logger = logging.getLogger(__name__)
 
