@@ -27,7 +27,7 @@ from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms
 from lanworker.loop.worker import Worker
 from lanworker.message.command import CommandMessage
 from lanworker.pipeline.runner import JobRunner
-from lanworker.pipeline.staging import PathMapper, Workspace
+from lanworker.pipeline.workspace import PathMapper, Workspace
 from lanworker.queues import QueueCache, ReceivedMessage
 from lanworker.queues.base import DeadLetterEntry, Outgoing
 from lanworker.reporting.metrics import Metrics

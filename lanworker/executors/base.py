@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -13,9 +12,8 @@ from typing import IO, Any, Protocol
 
 from lanworker.core.stops import StopReason
 from lanworker.message.command import CommandMessage
-from lanworker.pipeline.staging import PathMapper, Workspace
-from lanworker.pipeline.tasks import TaskLayout
-from lanworker.storage import CHUNK_BYTES, Storage
+from lanworker.pipeline.workspace import PathMapper, TaskLayout, Workspace
+from lanworker.storage.ranged import CHUNK_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -83,29 +81,6 @@ class CapturedStream:
             "bytes": self.total_bytes,
             "truncated": self.truncated,
         }
-
-
-def open_stdin(message: CommandMessage, storage: Storage) -> IO[bytes] | None:
-    stdin = message.command.stdin
-    if stdin is None:
-        return None
-    if stdin.type == "pipe":
-        return io.BytesIO((stdin.value or "").encode("utf-8"))
-    assert stdin.value is not None
-    return storage.open_read(stdin.value)
-
-
-def make_sinks(
-    message: CommandMessage, workspace: Workspace, cap_bytes: int
-) -> tuple[CapturedStream, CapturedStream]:
-    def sink(name: str) -> CapturedStream:
-        spec = getattr(message.command, name)
-        spool = workspace.streams / name if spec is not None and spec.type == "uri" else None
-        if spool is not None:
-            spool.parent.mkdir(exist_ok=True)
-        return CapturedStream(name, cap_bytes, spool)
-
-    return sink("stdout"), sink("stderr")
 
 
 @dataclass

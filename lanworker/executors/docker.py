@@ -44,8 +44,7 @@ from lanworker.executors.base import (
     feed_stdin,
 )
 from lanworker.message.command import CommandMessage, schema_errors
-from lanworker.pipeline.staging import PathMapper, Workspace
-from lanworker.pipeline.tasks import TaskLayout
+from lanworker.pipeline.workspace import PathMapper, TaskLayout, Workspace
 
 logger = logging.getLogger(__name__)
 

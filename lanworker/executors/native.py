@@ -25,8 +25,8 @@ from lanworker.executors.base import (
     feed_stdin,
 )
 from lanworker.message.command import CommandMessage
-from lanworker.pipeline.staging import PathMapper, Workspace
-from lanworker.storage import CHUNK_BYTES
+from lanworker.pipeline.workspace import PathMapper, Workspace
+from lanworker.storage.ranged import CHUNK_BYTES
 
 logger = logging.getLogger(__name__)
 

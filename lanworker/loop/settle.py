@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lanworker.core.outcomes import Abandon, DeadLetter, Delete, Outcome, Release
+from lanworker.core.states import EventState
 from lanworker.loop.leases import Heartbeats, Lease
 from lanworker.queues import Queue, ReceivedMessage
 from lanworker.reporting.metrics import Metrics
@@ -189,7 +190,7 @@ class Settler:
         if isinstance(outcome, DeadLetter):
             if self._safely(self.queue.dead_letter, decided.message, "dead-letter", outcome.reason):
                 self.metrics.jobs.labels("dead-lettered").inc()
-                self.events.publish(outcome.result.job_id, "dead-lettered", reason=outcome.reason)
+                self.events.publish(outcome.result.job_id, EventState.DEAD_LETTERED, reason=outcome.reason)
             return False
         return True
 

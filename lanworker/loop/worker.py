@@ -22,6 +22,7 @@ from typing import IO
 from lanworker.core.config import WorkerConfig
 from lanworker.core.errors import ConfigError
 from lanworker.core.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
+from lanworker.core.states import EventState
 from lanworker.core.stops import StopReason
 from lanworker.executors.base import Executor
 from lanworker.executors.native import NativeExecutor
@@ -312,7 +313,7 @@ def build_worker(config: WorkerConfig, metrics: Metrics | None = None) -> Worker
     runner = JobRunner(config, executor, storage, events, metrics)
     if isinstance(queue, LocalQueue):
         queue.on_exhausted = lambda message_id, body, reason: events.publish(
-            job_id_of(body, message_id), "dead-lettered", reason=reason
+            job_id_of(body, message_id), EventState.DEAD_LETTERED, reason=reason
         )
     return Worker(
         config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics

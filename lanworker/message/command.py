@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import fastjsonschema
 
@@ -80,6 +82,21 @@ def uri_scheme(uri: str) -> str:
     if not sep:
         return "file"
     return head.lower()
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path of a file:// URI or plain path; ValueError for another scheme
+    (which would otherwise become a relative path named after it)."""
+    if uri_scheme(uri) != "file":
+        raise ValueError(f"{uri!r} is not a local path (s3://, file:// and paths are)")
+    if uri.startswith("file://"):
+        parts = urlsplit(uri)
+        return Path(
+            unquote(parts.netloc + parts.path)
+            if parts.netloc not in ("", "localhost")
+            else unquote(parts.path)
+        )
+    return Path(uri)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,14 @@ from urllib.parse import urlsplit
 
 from lanworker.core.addresses import literal_address_refused
 from lanworker.core.config import WorkerConfig, is_local_queue
-from lanworker.message.command import CommandMessage, checked_document, message_of, uri_scheme, value_problems
-from lanworker.storage import local_path
+from lanworker.message.command import (
+    CommandMessage,
+    checked_document,
+    local_path,
+    message_of,
+    uri_scheme,
+    value_problems,
+)
 
 # Environment names a message may not set unless the operator allows them: they change
 # what the operator's command loads or trusts (loader, interpreters, shells, proxies,

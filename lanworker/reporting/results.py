@@ -6,11 +6,12 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from lanworker.core.errors import TransientError
+from lanworker.core.outcomes import CORE_FIELDS, JobResult
 from lanworker.core.retries import Backoff, as_transient, is_transient
+from lanworker.core.states import EventState
 from lanworker.queues import Outgoing, QueueCache
 
 logger = logging.getLogger(__name__)
@@ -18,71 +19,6 @@ logger = logging.getLogger(__name__)
 EVENT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # events are advisory: never hold a job up long
 SNS_MESSAGE_BYTES = 256 * 1024
 ATTRIBUTES_ROOM_BYTES = 1024  # message attributes count towards a queue's limit too
-# What a result cut to its bones keeps: what happened, to which job, where.
-CORE_FIELDS = (
-    "job_id",
-    "service",
-    "state",
-    "worker_id",
-    "attempt",
-    "receive_count",
-    "exit_code",
-    "reason",
-    "error",
-    "timings_s",
-    "finished_at",
-)
-
-
-@dataclass
-class JobResult:
-    job_id: str
-    service: str | None
-    state: str  # succeeded | failed | canceled | listening | retrying
-    worker_id: str
-    attempt: int = 1
-    receive_count: int | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    error: str | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)
-    stdout: dict[str, Any] | None = None
-    stderr: dict[str, Any] | None = None
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    finished_at: float = field(default_factory=time.time)
-
-    def summary(self, text_bytes: int = 8 * 1024) -> dict[str, Any]:
-        """The result for a state event: stream texts cut to their last text_bytes, so the
-        event stays far below a queue's message size limit."""
-        document = self.as_dict()
-        for name in ("stdout", "stderr"):
-            stream = document.get(name)
-            if isinstance(stream, dict) and isinstance(stream.get("text"), str):
-                document[name] = {**stream, "text": stream["text"][-text_bytes:]}
-        return document
-
-    def as_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "job_id": self.job_id,
-            "service": self.service,
-            "state": self.state,
-            "worker_id": self.worker_id,
-            "attempt": self.attempt,
-            "receive_count": self.receive_count,
-            "exit_code": self.exit_code,
-            "reason": self.reason,
-            "error": self.error,
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-            "finished_at": self.finished_at,
-        }
-        document.update(self.extra)
-        return document
 
 
 class ResultReporter:
@@ -211,15 +147,15 @@ class EventPublisher:
         self.queues = queues
         self._sns: Any = None
 
-    def publish(self, job_id: str, state: str, **details: Any) -> None:
+    def publish(self, job_id: str, state: EventState, **details: Any) -> None:
         event = {
             "job_id": job_id,
             "worker_id": self.worker_id,
-            "state": state,
+            "state": state.value,
             "timestamp": time.time(),
             **details,
         }
-        logger.info("state: %s", state, extra={"job_id": job_id, "action": state})
+        logger.info("state: %s", state, extra={"job_id": job_id, "action": state.value})
         if not self.target:
             return
         try:

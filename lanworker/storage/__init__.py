@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from lanworker.core.errors import AddressRefused, InvalidMessage, JobFailed, LanworkerError, disk_full
 from lanworker.core.retries import (
@@ -32,8 +32,8 @@ from lanworker.core.retries import (
     is_botocore_failure,
     is_transient,
 )
-from lanworker.message.command import uri_scheme
-from lanworker.storage.ranged import RangedDownload
+from lanworker.message.command import local_path, uri_scheme
+from lanworker.storage.ranged import CHUNK_BYTES, RangedDownload
 
 if TYPE_CHECKING:
     import requests
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1024 * 1024
+
 PROGRESS_INTERVAL_S = 10.0
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 
@@ -90,21 +90,6 @@ class S3Location:
 
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
-
-
-def local_path(uri: str) -> Path:
-    """The filesystem path of a file:// URI or plain path; ValueError for another scheme
-    (which would otherwise become a relative path named after it)."""
-    if uri_scheme(uri) != "file":
-        raise ValueError(f"{uri!r} is not a local path (s3://, file:// and paths are)")
-    if uri.startswith("file://"):
-        parts = urlsplit(uri)
-        return Path(
-            unquote(parts.netloc + parts.path)
-            if parts.netloc not in ("", "localhost")
-            else unquote(parts.path)
-        )
-    return Path(uri)
 
 
 def child_uri(base: str, tail: str) -> str:

@@ -65,9 +65,9 @@ def test_every_log_line_of_a_job_carries_its_job_id(
     during_job = [
         line
         for line in lines
-        if "logged-job" in line["message"] or line["logger"] == "lanworker.pipeline.staging"
+        if "logged-job" in line["message"] or line["logger"] == "lanworker.pipeline.stage"
     ]
-    assert any(line["logger"] == "lanworker.pipeline.staging" for line in during_job)
+    assert any(line["logger"] == "lanworker.pipeline.stage" for line in during_job)
     assert all(line.get("job_id") == "logged-job" for line in during_job), during_job
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from lanworker import exitcodes
+from lanworker.core import exitcodes
 from tests.helpers.browser import chromium
 from tests.helpers.moto import free_port
 from tests.helpers.processes import answers, run_cli, start_cli, wait_until

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from lanworker import messages
 from lanworker.core.errors import InvalidMessage
+from lanworker.message import command as messages
 from lanworker.message.policy import MessagePolicy
-from lanworker.pipeline.staging import safe_relative
+from lanworker.pipeline.workspace import safe_relative
 from tests.security.conftest import RunJob
 
 REFUSE_LOCAL = {"allow_local_files": False}

@@ -113,7 +113,7 @@ def test_messages_up_to_the_sqs_maximum_of_1_mib_are_read() -> None:
 
 def test_two_inputs_at_one_path_are_valid_and_staged_in_order() -> None:
     """As TESK does: applied in order, the later one wins (issue 20; it was a 400)."""
-    from lanworker.pipeline.tasks import input_waves
+    from lanworker.pipeline.stage import input_waves
 
     task = {
         "service": "task",

@@ -8,8 +8,11 @@ import pytest
 from lanworker.core.errors import InvalidMessage, JobFailed
 from lanworker.message import command as messages
 from lanworker.message.policy import MessagePolicy
-from lanworker.pipeline.staging import Workspace, collect_uploads, safe_relative, stage_inputs
+from lanworker.pipeline.collect import collect_uploads
+from lanworker.pipeline.stage import stage_inputs
+from lanworker.pipeline.workspace import Workspace, safe_relative
 from lanworker.storage import Storage
+from lanworker.storage.pool import Transfers
 
 
 @pytest.mark.parametrize(
@@ -77,7 +80,7 @@ def test_stage_local_inputs_sidecars_and_outputs(tmp_path: Path) -> None:
         },
     }
     workspace = make_workspace(tmp_path)
-    staged = stage_inputs(messages.from_document(document), workspace, Storage(), 4)
+    staged = stage_inputs(messages.from_document(document), workspace, Transfers(Storage(), 4))
     local_input = Path(staged.argv[1])
     assert staged.argv[0] == "--in" and staged.argv[2] == "--flag"
     assert sorted(p.name for p in local_input.parent.iterdir()) == ["poly.dbf", "poly.shp", "polygon.txt"]
@@ -95,7 +98,7 @@ def test_missing_output_and_symlinked_output_fail(tmp_path: Path) -> None:
         "command": {"arguments": [{"type": "output", "value": "s3://bucket/out.txt"}]},
     }
     workspace = make_workspace(tmp_path)
-    staged = stage_inputs(messages.from_document(document), workspace, Storage(), 1)
+    staged = stage_inputs(messages.from_document(document), workspace, Transfers(Storage(), 1))
     with pytest.raises(JobFailed, match="not produced"):
         collect_uploads(staged, workspace.root)
     os.symlink("/etc/passwd", staged.argv[0])
@@ -110,7 +113,7 @@ def test_missing_local_input_is_a_job_failure(tmp_path: Path) -> None:
         "command": {"arguments": [{"type": "input", "value": str(tmp_path / "nope.txt")}]},
     }
     with pytest.raises(JobFailed, match="not found"):
-        stage_inputs(messages.from_document(document), make_workspace(tmp_path), Storage(), 1)
+        stage_inputs(messages.from_document(document), make_workspace(tmp_path), Transfers(Storage(), 1))
 
 
 def test_workspace_removal_handles_read_only_dirs(tmp_path: Path) -> None:

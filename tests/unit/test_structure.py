@@ -1,4 +1,15 @@
-"""The package's shape: no import cycles, leaves stay leaves, schemas ship inside."""
+"""The package's shape: layers that only import downwards, no import cycles, leaves stay
+leaves, schemas ship inside.
+
+The layers, lowest first; a module may import its own package and any lower layer:
+
+    core -> message -> queues, storage -> reporting -> pipeline, executors, tes -> web
+         -> loop -> translator -> serve -> cli, testing
+
+Packages on one layer do not import each other, with one exception: an executor sees the
+job's workspace (`pipeline.workspace`), and the pipeline calls executors through
+`executors.base`. tes and web never import pipeline or loop.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +22,90 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "lanworker"
 
+LAYERS = [
+    {"lanworker", "core"},
+    {"message"},
+    {"queues", "storage"},
+    {"reporting"},
+    {"pipeline", "executors", "tes"},
+    {"web"},
+    {"loop"},
+    {"translator"},
+    {"serve"},
+    {"cli", "testing"},
+]
+RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+ACROSS_A_LAYER = {("executors", "lanworker.pipeline.workspace"), ("pipeline", "lanworker.executors.base")}
 
-def imports() -> dict[str, set[str]]:
-    """module -> lanworker modules it imports at module level (function-level imports excluded)."""
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lanworker"):
+        # `from lanworker.web import pages` imports lanworker.web.pages when that is a module
+        submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+        return {node.module} | {name for name in submodules if source_of(name) is not None}
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names if alias.name.startswith("lanworker")}
+    return set()
+
+
+def source_of(module: str) -> Path | None:
+    base = PACKAGE.parent.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def is_type_checking(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports(everywhere: bool = False) -> dict[str, set[str]]:
+    """module -> lanworker modules it imports at module level, `if TYPE_CHECKING:` blocks
+    included; with everywhere, also the imports inside functions."""
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        targets = set()
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lanworker"):
-                targets.add(node.module)
-            elif isinstance(node, ast.Import):
-                targets |= {alias.name for alias in node.names if alias.name.startswith("lanworker")}
-        graph[module] = targets - {module}
+        tree = ast.parse(path.read_text())
+        if everywhere:
+            nodes: list[ast.AST] = list(ast.walk(tree))
+        else:
+            nodes = list(tree.body)
+            nodes += [inner for node in tree.body if is_type_checking(node) for inner in node.body]
+        module = module_name(path)
+        graph[module] = set().union(*map(imported, nodes)) - {module}
     return graph
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_package_has_a_layer() -> None:
+    assert {package_of(module) for module in imports()} <= set(RANK)
+
+
+def test_layers_import_only_downwards() -> None:
+    wrong = []
+    for module, targets in sorted(imports(everywhere=True).items()):
+        package = package_of(module)
+        for target in sorted(targets):
+            other = package_of(target)
+            if other == package or RANK[other] < RANK[package] or (package, target) in ACROSS_A_LAYER:
+                continue
+            wrong.append(f"{module} -> {target}")
+    assert wrong == []
+
+
+def test_tes_and_web_never_reach_into_the_pipeline_or_the_loop() -> None:
+    for module, targets in imports(everywhere=True).items():
+        if package_of(module) in {"tes", "web"}:
+            assert not {package_of(target) for target in targets} & {"pipeline", "loop", "executors"}, module
 
 
 def test_no_import_cycles() -> None:
