@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 
 from lanworker.core.config import build_config
-from lanworker.loop.worker import build_worker
+from lanworker.loop.assemble import build_worker
 from lanworker.queues import LocalQueue
 from tests.helpers.docker_images import build_busybox_image
 

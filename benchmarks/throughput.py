@@ -25,7 +25,7 @@ import boto3
 
 from benchmarks import byte_compile_lanworker
 from lanworker.core.config import build_config
-from lanworker.loop.worker import build_worker
+from lanworker.loop.assemble import build_worker
 from lanworker.queues import LocalQueue
 from tests.helpers.moto import MotoServer, apply_environment, free_port
 

@@ -26,15 +26,17 @@ from lanworker.core.config import WorkerConfig, build_config, check_environment,
 from lanworker.core.errors import ConfigError
 from lanworker.core.exitcodes import EXIT_INTERNAL, EXIT_STOPPED
 from lanworker.core.logs import configure_logging
+from lanworker.loop.assemble import build_worker
 from lanworker.loop.signals import SignalFlag
-from lanworker.loop.worker import Worker, build_worker
+from lanworker.loop.worker import Worker
 from lanworker.message.policy import MessagePolicy
 from lanworker.queues import open_queue
 from lanworker.reporting.metrics import Metrics
 from lanworker.storage import Storage
-from lanworker.tes.app import TesService, create_app
+from lanworker.tes.app import create_app
 from lanworker.tes.guard import is_loopback_host
 from lanworker.tes.projection import Projector
+from lanworker.tes.service import TesService
 from lanworker.tes.store import TaskStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ def run_serve(args: argparse.Namespace) -> int:
         metrics=metrics.exposition,
         max_store_bytes=settings.max_store_mb * 1024 * 1024 if settings.max_store_mb else None,
     )
-    from lanworker.web import install as status_view
+    from lanworker.web import router as status_view
 
     service.extra_routes.append(status_view)
     app = create_app(service, settings.auth_token, loopback_only=is_loopback_host(settings.host))

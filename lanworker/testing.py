@@ -24,14 +24,13 @@ from typing import Any
 from lanworker.core.config import WorkerConfig, build_config
 from lanworker.core.errors import MessageRefused, StaleReceipt
 from lanworker.executors.base import ExecutionRequest, ExecutionResult, JobTerms
-from lanworker.loop.worker import Worker
+from lanworker.loop.assemble import assemble
+from lanworker.loop.worker import Worker, WorkerParts
 from lanworker.message.command import CommandMessage
-from lanworker.pipeline.runner import JobRunner
 from lanworker.pipeline.workspace import PathMapper, Workspace
 from lanworker.queues import QueueCache, ReceivedMessage
 from lanworker.queues.base import DeadLetterEntry, Outgoing
 from lanworker.reporting.metrics import Metrics
-from lanworker.reporting.results import EventPublisher, ResultReporter
 from lanworker.storage import Storage
 
 
@@ -304,10 +303,5 @@ def fake_worker(
     config: WorkerConfig = build_config(settings, {})
     executor = executor or ScriptedExecutor()
     queues = QueueCache(lambda url: {results.url: results, queue.url: queue}[url])
-    events = EventPublisher(None, config.worker_id, queues)
-    metrics = Metrics()
-    runner = JobRunner(config, executor, Storage(retry_budget_s=1.0), events, metrics)
-    worker = Worker(
-        config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics
-    )
+    worker = assemble(config, WorkerParts(queue, queues, executor, Storage(retry_budget_s=1.0), Metrics()))
     return FakeWorker(worker, queue, results, executor)

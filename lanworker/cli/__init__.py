@@ -301,7 +301,7 @@ def run_worker(args: argparse.Namespace) -> int:
     # The worker's modules (botocore among them) only for the subcommands that run one:
     # `validate` and `submit` start in a fraction of the time.
     from lanworker.executors.native import parse_base_command
-    from lanworker.loop.worker import build_worker
+    from lanworker.loop.assemble import build_worker
     from lanworker.reporting.metrics import HealthServer, receive_loop_health
 
     flags = {k: v for k, v in vars(args).items() if k != "subcommand"}

@@ -188,37 +188,29 @@ def _blames_the_task(exc: docker.errors.APIError) -> bool:
     return any(fault in explanation for fault in TASK_FAULTS)
 
 
+@dataclass(frozen=True)
+class DockerSettings:
+    """What the docker executor allows and gives each container (from the worker's config)."""
+
+    allow_images: tuple[str, ...]
+    worker_id: str
+    work_root: Path
+    pull_policy: str = "if-missing"
+    services: dict[str, ServiceSpec] | None = None
+    host_workdir: Path | None = None  # the work root as the engine's host sees it
+    max_memory_mb: int | None = None
+    max_cpus: float | None = None
+    default_pids_limit: int = 512
+    max_pids: int = 4096
+    default_memory_mb: int | None = 2048
+    task_network: str = "bridge"  # TES tasks' network: bridge, none, or host when named
+
+
 class DockerExecutor:
     kind = "docker"
 
-    def __init__(
-        self,
-        allow_images: Sequence[str],
-        worker_id: str,
-        work_root: Path,
-        pull_policy: str = "if-missing",
-        services: dict[str, ServiceSpec] | None = None,
-        host_workdir: Path | None = None,
-        max_memory_mb: int | None = None,
-        max_cpus: float | None = None,
-        default_pids_limit: int = 512,
-        max_pids: int = 4096,
-        default_memory_mb: int | None = 2048,
-        task_network: str = "bridge",
-        client: Any = None,
-    ) -> None:
-        self.allow_images = tuple(allow_images)
-        self.worker_id = worker_id
-        self.work_root = work_root
-        self.pull_policy = pull_policy
-        self.services = services
-        self.host_workdir = host_workdir
-        self.max_memory_mb = max_memory_mb
-        self.max_cpus = max_cpus
-        self.default_pids_limit = default_pids_limit
-        self.max_pids = max_pids
-        self.default_memory_mb = default_memory_mb
-        self.task_network = task_network  # TES tasks' network: bridge, none, or host when named
+    def __init__(self, settings: DockerSettings, client: Any = None) -> None:
+        self.settings = settings
         self._client = client
         self._client_lock = threading.Lock()
         self._pull_locks: dict[str, threading.Lock] = {}
@@ -226,18 +218,20 @@ class DockerExecutor:
     @classmethod
     def from_config(cls, config: WorkerConfig) -> DockerExecutor:
         return cls(
-            allow_images=config.allow_images,
-            worker_id=config.worker_id,
-            work_root=config.work_root,
-            pull_policy=config.pull_policy,
-            services=load_services(config.services_file) if config.services_file else None,
-            host_workdir=config.host_workdir,
-            max_memory_mb=config.max_memory_mb,
-            max_cpus=config.max_cpus,
-            default_pids_limit=config.default_pids_limit,
-            max_pids=config.max_pids,
-            default_memory_mb=config.default_memory_mb,
-            task_network=config.task_network,
+            DockerSettings(
+                allow_images=tuple(config.allow_images),
+                worker_id=config.worker_id,
+                work_root=config.work_root,
+                pull_policy=config.pull_policy,
+                services=load_services(config.services_file) if config.services_file else None,
+                host_workdir=config.host_workdir,
+                max_memory_mb=config.max_memory_mb,
+                max_cpus=config.max_cpus,
+                default_pids_limit=config.default_pids_limit,
+                max_pids=config.max_pids,
+                default_memory_mb=config.default_memory_mb,
+                task_network=config.task_network,
+            )
         )
 
     @property
@@ -252,9 +246,9 @@ class DockerExecutor:
 
     # ----------------------------------------------------------------- checks
     def service_for(self, message: CommandMessage) -> ServiceSpec:
-        if self.services is None:
+        if self.settings.services is None:
             return ServiceSpec(image=message.service)
-        spec = self.services.get(message.service)
+        spec = self.settings.services.get(message.service)
         if spec is None:
             raise InvalidMessage(f"service {message.service!r} is not in the services file")
         return spec
@@ -273,28 +267,32 @@ class DockerExecutor:
         return JobTerms(timeout_s=spec.timeout_s, allow_env=spec.allow_env)
 
     def _check_image(self, image: str) -> None:
-        if not any(fnmatch.fnmatchcase(image, pattern) for pattern in self.allow_images):
+        if not any(fnmatch.fnmatchcase(image, pattern) for pattern in self.settings.allow_images):
             raise InvalidMessage(
-                f"image {image!r} is not allowed on this worker (allowed: {', '.join(self.allow_images)})"
+                f"image {image!r} is not allowed on this worker (allowed: {', '.join(self.settings.allow_images)})"
             )
 
     def _limits(self, spec: ServiceSpec, message: CommandMessage) -> dict[str, Any]:
         """Container resource settings: message over service over worker defaults, refused
         above the worker maxima."""
         wanted = {**spec.resources, **message.resources}
-        memory_mb = wanted.get("memory_mb", self.default_memory_mb)
-        if memory_mb and self.max_memory_mb:
-            memory_mb = memory_mb if "memory_mb" in wanted else min(memory_mb, self.max_memory_mb)
-        cpus = wanted.get("cpus", self.max_cpus)
-        pids = int(wanted.get("pids", min(self.default_pids_limit, self.max_pids)))
-        if memory_mb and self.max_memory_mb and memory_mb > self.max_memory_mb:
+        memory_mb = wanted.get("memory_mb", self.settings.default_memory_mb)
+        if memory_mb and self.settings.max_memory_mb:
+            memory_mb = memory_mb if "memory_mb" in wanted else min(memory_mb, self.settings.max_memory_mb)
+        cpus = wanted.get("cpus", self.settings.max_cpus)
+        pids = int(wanted.get("pids", min(self.settings.default_pids_limit, self.settings.max_pids)))
+        if memory_mb and self.settings.max_memory_mb and memory_mb > self.settings.max_memory_mb:
             raise InvalidMessage(
-                f"resources.memory_mb {memory_mb} is over this worker's maximum {self.max_memory_mb}"
+                f"resources.memory_mb {memory_mb} is over this worker's maximum {self.settings.max_memory_mb}"
             )
-        if cpus and self.max_cpus and cpus > self.max_cpus:
-            raise InvalidMessage(f"resources.cpus {cpus} is over this worker's maximum {self.max_cpus}")
-        if pids > self.max_pids:
-            raise InvalidMessage(f"resources.pids {pids} is over this worker's maximum {self.max_pids}")
+        if cpus and self.settings.max_cpus and cpus > self.settings.max_cpus:
+            raise InvalidMessage(
+                f"resources.cpus {cpus} is over this worker's maximum {self.settings.max_cpus}"
+            )
+        if pids > self.settings.max_pids:
+            raise InvalidMessage(
+                f"resources.pids {pids} is over this worker's maximum {self.settings.max_pids}"
+            )
         limits: dict[str, Any] = {"pids_limit": pids}
         if memory_mb:
             limits["mem_limit"] = int(memory_mb) * MIB
@@ -313,20 +311,20 @@ class DockerExecutor:
 
     def host_path(self, workspace: Workspace) -> str:
         """Bind-mount source: the host's name for the job dir, when the worker is containerised."""
-        if self.host_workdir is None:
+        if self.settings.host_workdir is None:
             return str(workspace.root)
-        return str(self.host_workdir / workspace.root.relative_to(self.work_root))
+        return str(self.settings.host_workdir / workspace.root.relative_to(self.settings.work_root))
 
     # ----------------------------------------------------------------- images
     def ensure_image(self, image: str) -> None:
         lock = self._pull_locks.setdefault(image, threading.Lock())
         with lock:
-            if self.pull_policy != "always":
+            if self.settings.pull_policy != "always":
                 try:
                     self.client.images.get(image)
                     return
                 except docker.errors.ImageNotFound:
-                    if self.pull_policy == "never":
+                    if self.settings.pull_policy == "never":
                         raise JobFailed(
                             f"image {image!r} is not on this host and --pull is never", reason="image-missing"
                         ) from None
@@ -404,7 +402,7 @@ class DockerExecutor:
         logs: list[dict[str, Any]] = []
         result = ExecutionResult(exit_code=0, details={"executors": logs})
         for index, executor in enumerate(request.message.executors):
-            spec = ServiceSpec(image=executor.image, network=self.task_network)
+            spec = ServiceSpec(image=executor.image, network=self.settings.task_network)
             self.ensure_image(executor.image)
             label = f"executor {index}"
             own_out = CapturedStream("stdout", TAIL_BYTES, keep_tail=True)
@@ -469,7 +467,7 @@ class DockerExecutor:
             opened: IO[bytes] = layout.open_input(path, label)
             return opened
         api = self.client.api
-        container = api.create_container(image=image, command=["true"], labels={LABEL_WORKER: self.worker_id},
+        container = api.create_container(image=image, command=["true"], labels={LABEL_WORKER: self.settings.worker_id},
                                          network_disabled=True)  # fmt: skip
         spool = tempfile.TemporaryFile(dir=layout.root)  # noqa: SIM115 - handed to the caller open
         try:
@@ -525,7 +523,7 @@ class DockerExecutor:
             user=spec.user or f"{os.getuid()}:{os.getgid()}",
             working_dir=run.working_dir or None,
             environment=run.environment,
-            labels={LABEL_WORKER: self.worker_id, LABEL_JOB: request.job_id},
+            labels={LABEL_WORKER: self.settings.worker_id, LABEL_JOB: request.job_id},
             # detach=False with stdin_open gives StdinOnce: closing our end is EOF for the command.
             detach=False,
             stdin_open=run.stdin is not None,
@@ -660,7 +658,7 @@ class DockerExecutor:
                 volumes={self.host_path(workspace): {"bind": CONTAINER_JOB_DIR, "mode": "rw"}},
                 network_mode="none",
                 remove=True,
-                labels={LABEL_WORKER: self.worker_id},
+                labels={LABEL_WORKER: self.settings.worker_id},
             )
         except Exception as exc:
             logger.warning("could not clean %s with a helper container: %s", workspace.root, exc)

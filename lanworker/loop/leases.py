@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from lanworker.core.errors import StaleReceipt
 from lanworker.core.stops import StopReason
@@ -57,20 +58,22 @@ class Lease:
         return None
 
 
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How long a received message stays hidden, how often that is extended, and for how
+    long at most (--max-job-runtime-s)."""
+
+    visibility_timeout_s: int
+    interval_s: float
+    max_runtime_s: float
+
+
 class Heartbeats:
-    def __init__(
-        self,
-        queue: Queue,
-        visibility_timeout_s: int,
-        interval_s: float,
-        max_runtime_s: float,
-        shutdown: threading.Event,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, queue: Queue, terms: LeaseTerms, shutdown: threading.Event, metrics: Metrics) -> None:
         self.queue = queue
-        self.visibility_timeout_s = visibility_timeout_s
-        self.interval_s = interval_s
-        self.max_runtime_s = max_runtime_s
+        self.visibility_timeout_s = terms.visibility_timeout_s
+        self.interval_s = terms.interval_s
+        self.max_runtime_s = terms.max_runtime_s
         self.shutdown = shutdown
         self.metrics = metrics
         self._leases: set[Lease] = set()

@@ -26,7 +26,7 @@ from lanworker.core.states import EventState
 from lanworker.loop.leases import Heartbeats, Lease
 from lanworker.queues import Queue, ReceivedMessage
 from lanworker.reporting.metrics import Metrics
-from lanworker.reporting.results import EventPublisher, ResultReporter
+from lanworker.reporting.results import Reports
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +43,14 @@ class Decided:
 
 class Settler:
     def __init__(
-        self,
-        queue: Queue,
-        reporter: ResultReporter,
-        events: EventPublisher,
-        heartbeats: Heartbeats,
-        metrics: Metrics,
-        backlog: int,
-        threaded: bool,
+        self, queue: Queue, reports: Reports, heartbeats: Heartbeats, metrics: Metrics, backlog: int
     ) -> None:
+        """Settles in a thread of its own for a remote queue (SQS), where settling is calls
+        over the network; inline for the embedded one."""
         self.queue = queue
-        self.reporter = reporter
-        self.events = events
+        self.reporter = reports.results
+        self.events = reports.events
+        threaded = queue.remote
         self.heartbeats = heartbeats
         self.metrics = metrics
         self._pending: stdlib_queue.Queue[Decided | None] = stdlib_queue.Queue(maxsize=max(1, backlog))

@@ -3,7 +3,8 @@
 Ordering rule: a message leaves the queue only after its result was delivered, or it was
 dead-lettered. Anything that goes wrong before that releases the message (or, with a
 lost lease, leaves it alone) so it is delivered again. The job runner decides
-(`outcomes.py`); the settler (`settling.py`) carries the decision out, in that order.
+(`pipeline.decide`, as `core.outcomes`); the settler (`loop.settle`) carries the decision
+out, in that order. `loop.assemble` builds a worker from its config.
 """
 
 from __future__ import annotations
@@ -16,24 +17,22 @@ import shutil
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from lanworker.core.config import WorkerConfig
 from lanworker.core.errors import ConfigError
 from lanworker.core.outcomes import TRANSIENT_BACKOFF_S, Abandon, Outcome, Release
-from lanworker.core.states import EventState
 from lanworker.core.stops import StopReason
 from lanworker.executors.base import Executor
-from lanworker.executors.native import NativeExecutor
-from lanworker.loop.leases import Heartbeats, Lease
+from lanworker.loop.leases import Heartbeats, Lease, LeaseTerms
 from lanworker.loop.settle import Settler
-from lanworker.message.command import job_id_of
 from lanworker.pipeline.runner import JobRunner
-from lanworker.queues import LocalQueue, Queue, QueueCache, ReceivedMessage, open_queue
-from lanworker.queues.receive import ReceiveLoop
+from lanworker.queues import Queue, QueueCache, ReceivedMessage
+from lanworker.queues.receive import ReceiveHooks, ReceiveLoop, ReceivePlan
 from lanworker.reporting.metrics import Metrics
-from lanworker.reporting.results import EventPublisher, ResultReporter
+from lanworker.reporting.results import Reports
 from lanworker.storage import Storage
 from lanworker.storage.safefs import remove_tree
 
@@ -43,36 +42,33 @@ PREFETCH_BELOW_S = 1.0  # jobs shorter than this on average get a message prefet
 DISK_CHECK_S = 1.0  # how often the work root's free space is looked at, before a receive
 
 
+@dataclass(frozen=True)
+class WorkerParts:
+    """What a worker is made of, beside its config."""
+
+    queue: Queue  # where its jobs come from
+    queues: QueueCache  # where results, replies and events go, by URL
+    executor: Executor
+    storage: Storage
+    metrics: Metrics
+
+
 class Worker:
-    def __init__(
-        self,
-        config: WorkerConfig,
-        queue: Queue,
-        runner: JobRunner,
-        reporter: ResultReporter,
-        events: EventPublisher,
-        executor: Executor,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, config: WorkerConfig, parts: WorkerParts, runner: JobRunner, reports: Reports) -> None:
         self.config = config
-        self.metrics = metrics
-        self.queue = queue
+        self.metrics = parts.metrics
+        self.queue = queue = parts.queue
         self.runner = runner
-        self.reporter = reporter
-        self.events = events
-        self.executor = executor
+        self.reports = reports
+        self.executor = parts.executor
         self.shutdown = threading.Event()  # stop receiving; let jobs finish
         self.force = threading.Event()  # stop jobs now
         self.jobs_stop = threading.Event()  # set when the grace period is over
         self.last_receive_at = time.monotonic()
-        self.heartbeats = Heartbeats(
-            queue,
-            config.visibility_timeout_s,
-            config.effective_heartbeat_s,
-            config.max_job_runtime_s,
-            self.jobs_stop,
-            metrics,
+        terms = LeaseTerms(
+            config.visibility_timeout_s, config.effective_heartbeat_s, config.max_job_runtime_s
         )
+        self.heartbeats = Heartbeats(queue, terms, self.jobs_stop, self.metrics)
         self._lock_file: IO[str] | None = None
         self._settler: Settler | None = None  # while running
         self._leases: dict[str, Lease] = {}  # by receipt handle, from receipt to the job's start
@@ -100,13 +96,7 @@ class Worker:
             extra={"action": "start"},
         )
         self._settler = Settler(
-            self.queue,
-            self.reporter,
-            self.events,
-            self.heartbeats,
-            self.metrics,
-            backlog=self.config.concurrency,
-            threaded=self.queue.remote,
+            self.queue, self.reports, self.heartbeats, self.metrics, self.config.concurrency
         )
         try:
             self._loop()
@@ -169,17 +159,16 @@ class Worker:
         ReceiveLoop(
             self.queue,
             self._process,
-            concurrency=config.concurrency,
-            wait_time_s=config.wait_time_s,
-            visibility_timeout_s=config.visibility_timeout_s,
-            once=config.once,
-            shutdown=self.shutdown,
-            on_alive=alive,
-            on_receive_error=self.metrics.receive_errors.inc,
-            on_received=self._lease,
-            prefetch=self._prefetch,
-            settling=self._settler.busy,
-            paused=self.paused,
+            ReceivePlan(config.concurrency, config.wait_time_s, config.visibility_timeout_s, config.once),
+            self.shutdown,
+            ReceiveHooks(
+                on_alive=alive,
+                on_receive_error=self.metrics.receive_errors.inc,
+                on_received=self._lease,
+                prefetch=self._prefetch,
+                settling=self._settler.busy,
+                paused=self.paused,
+            ),
         ).run(config.grace_period_s, self.force, self.jobs_stop.set)
 
     def paused(self) -> str | None:
@@ -287,34 +276,3 @@ def _create_locked(path: Path) -> IO[str] | None:
         return None
     finally:
         temporary.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------- assembly
-def make_executor(config: WorkerConfig) -> Executor:
-    if config.mode == "docker":
-        from lanworker.executors.docker import DockerExecutor  # the docker SDK only when needed
-
-        return DockerExecutor.from_config(config)
-    return NativeExecutor(config.base_command, config.work_root)
-
-
-def build_worker(config: WorkerConfig, metrics: Metrics | None = None) -> Worker:
-    """A worker from its configuration; workers in one process may share one Metrics."""
-    storage = Storage(
-        transfer_concurrency=config.transfer_concurrency,
-        retry_budget_s=config.retry_budget_s,
-        allow_private_http=config.allow_private_http,
-    )
-    queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
-    queues = QueueCache(lambda url: open_queue(url, max_receives=config.max_receives))
-    events = EventPublisher(config.events_url, config.worker_id, queues)
-    executor = make_executor(config)
-    metrics = metrics or Metrics()
-    runner = JobRunner(config, executor, storage, events, metrics)
-    if isinstance(queue, LocalQueue):
-        queue.on_exhausted = lambda message_id, body, reason: events.publish(
-            job_id_of(body, message_id), EventState.DEAD_LETTERED, reason=reason
-        )
-    return Worker(
-        config, queue, runner, ResultReporter(config.results_url, queues), events, executor, metrics
-    )

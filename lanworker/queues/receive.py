@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from lanworker.core.errors import QueueUnreachable, TransientError
 from lanworker.queues import Queue, ReceivedMessage, SinglePass
@@ -49,41 +50,51 @@ def _not_paused() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ReceivePlan:
+    """How a receive loop polls: how many handlers at once, how long each receive waits,
+    how long a received message stays hidden, whether to end at an empty queue."""
+
+    concurrency: int
+    wait_time_s: int
+    visibility_timeout_s: int
+    once: bool = False
+    name: str = "job"  # its threads' names
+
+
+@dataclass(frozen=True)
+class ReceiveHooks:
+    """What the worker loop adds to a plain receive loop."""
+
+    on_alive: Callable[[], None] = _nothing
+    on_receive_error: Callable[[], None] = _nothing
+    on_received: Callable[[ReceivedMessage], None] = _ignore  # in this thread, before the handler
+    prefetch: Callable[[], int] = _none  # messages it may hold beyond the free slots, asked each step
+    settling: Callable[[], bool] = _idle  # whether finished handlers' work is still being carried out
+    paused: Callable[[], str | None] = _not_paused  # why not to receive now (a full disk)
+
+
 class ReceiveLoop:
     def __init__(
         self,
         queue: Queue,
         handle: Callable[[ReceivedMessage], None],
-        *,
-        concurrency: int,
-        wait_time_s: int,
-        visibility_timeout_s: int,
-        once: bool,
+        plan: ReceivePlan,
         shutdown: threading.Event,
-        on_alive: Callable[[], None] = _nothing,
-        on_receive_error: Callable[[], None] = _nothing,
-        on_received: Callable[[ReceivedMessage], None] = _ignore,
-        prefetch: Callable[[], int] = _none,
-        settling: Callable[[], bool] = _idle,
-        paused: Callable[[], str | None] = _not_paused,
-        name: str = "job",
+        hooks: ReceiveHooks = ReceiveHooks(),
     ) -> None:
         self.queue = queue
         self.handle = handle
-        self.concurrency = concurrency
+        self.concurrency = plan.concurrency
         # --once ends as soon as the queue is empty: the embedded queue answers that at once;
         # an SQS short poll (wait 0) samples only some servers, so it keeps a 1 s long poll.
+        once, wait_time_s = plan.once, plan.wait_time_s
         self.wait_time_s = (min(wait_time_s, ONCE_WAIT_S) if queue.remote else 0) if once else wait_time_s
-        self.visibility_timeout_s = visibility_timeout_s
+        self.visibility_timeout_s = plan.visibility_timeout_s
         self.once = once
         self.shutdown = shutdown
-        self.on_alive = on_alive
-        self.on_receive_error = on_receive_error
-        self.on_received = on_received  # in this thread, before the message is handed over
-        self.prefetch = prefetch  # messages it may hold beyond the free slots, asked each step
-        self.settling = settling  # whether finished handlers' work is still being carried out
-        self.paused = paused  # why not to receive now (a full disk), asked before each receive
-        self.name = name
+        self.hooks = hooks
+        self.name = plan.name
         self.running: set[Future[None]] = set()
         self.single_pass = SinglePass(queue)
         self._backoff_s = 1.0
@@ -103,12 +114,12 @@ class ReceiveLoop:
         self.running = {future for future in self.running if not future.done()}
         if self.shutdown.is_set():
             return False
-        free = self.concurrency + self.prefetch() - len(self.running)
+        free = self.concurrency + self.hooks.prefetch() - len(self.running)
         if free <= 0:
             wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
-            self.on_alive()  # busy is not stalled
+            self.hooks.on_alive()  # busy is not stalled
             return True
-        reason = self.paused()
+        reason = self.hooks.paused()
         if reason is not None:
             if self.once and not self.running:
                 logger.warning(
@@ -120,7 +131,7 @@ class ReceiveLoop:
         messages = self._receive(free)
         if messages is None:
             return True
-        self.on_alive()
+        self.hooks.on_alive()
         if self.shutdown.is_set():
             # A long poll that returns after the signal: hand these straight back.
             for message in messages:
@@ -131,12 +142,12 @@ class ReceiveLoop:
             messages = self.single_pass.first_sightings(messages)
         for message in messages:
             assert self._pool is not None
-            self.on_received(message)
+            self.hooks.on_received(message)
             self.running.add(self._pool.submit(self.handle, message))
         if self.once and drained:
             if self.running:
                 wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
-            elif self.settling():
+            elif self.hooks.settling():
                 time.sleep(SETTLING_PAUSE_S)  # a settling job may still send a retry here
             else:
                 return False
@@ -146,7 +157,7 @@ class ReceiveLoop:
         try:
             messages = self._receive_until_shutdown(min(free, 10))
         except (TransientError, QueueUnreachable) as exc:
-            self.on_receive_error()
+            self.hooks.on_receive_error()
             logger.error(
                 "receive failed, retrying in %.0f s: %s", self._backoff_s, exc, extra={"action": "receive"}
             )

@@ -8,7 +8,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import botocore.config
 import botocore.session
@@ -124,6 +125,22 @@ def _attributes(raw: dict[str, Any]) -> dict[str, str]:
     return {name: str(value.get("StringValue", "")) for name, value in raw.items() if "StringValue" in value}
 
 
+@dataclass(frozen=True)
+class BatchCall(Generic[T]):
+    """One of SQS's batch operations: its name in errors, the API call, an item's entry,
+    the single call that does the same for one item, and the retries."""
+
+    action: str
+    operation: str
+    entry: Callable[[T], dict[str, Any]]
+    alone: Callable[[T], object]
+    backoff: Backoff
+
+
+def _receipt(message: ReceivedMessage) -> dict[str, Any]:
+    return {"ReceiptHandle": message.receipt_handle}
+
+
 class SqsQueue:
     remote = True
 
@@ -233,24 +250,11 @@ class SqsQueue:
         self._call("delete", "delete_message", ReceiptHandle=message.receipt_handle)
 
     def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[Exception | None]:
-        return self._each_in_batches(
-            messages,
-            "delete",
-            "delete_message_batch",
-            lambda message: {"ReceiptHandle": message.receipt_handle},
-            self.delete,
-            BACKOFF,
-        )
+        call = BatchCall("delete", "delete_message_batch", _receipt, self.delete, BACKOFF)
+        return self._each_in_batches(messages, call)
 
     def _each_in_batches(
-        self,
-        items: Sequence[T],
-        action: str,
-        operation: str,
-        entry: Callable[[T], dict[str, Any]],
-        alone: Callable[[T], object],
-        backoff: Backoff,
-        groups: list[list[int]] | None = None,
+        self, items: Sequence[T], call: BatchCall[T], groups: list[list[int]] | None = None
     ) -> list[Exception | None]:
         """One call per group of indexes (default: ten at a time); a group of one goes
         alone. An entry a successful call could not take is tried again alone (which tells
@@ -265,18 +269,18 @@ class SqsQueue:
             ]
         for group in groups:
             if len(group) == 1:
-                errors[group[0]] = _attempt(alone, items[group[0]])
+                errors[group[0]] = _attempt(call.alone, items[group[0]])
                 continue
-            entries = [{"Id": str(index), **entry(items[index])} for index in group]
+            entries = [{"Id": str(index), **call.entry(items[index])} for index in group]
             try:
-                response = self._call(action, operation, backoff, Entries=entries)
+                response = self._call(call.action, call.operation, call.backoff, Entries=entries)
             except Exception as exc:
                 for index in group:
                     errors[index] = exc
                 continue
             for failed in response.get("Failed", []):
                 index = int(failed["Id"])
-                errors[index] = _attempt(alone, items[index])
+                errors[index] = _attempt(call.alone, items[index])
         return errors
 
     def change_visibility(self, message: ReceivedMessage, timeout_s: int) -> None:
@@ -291,14 +295,14 @@ class SqsQueue:
     def change_visibility_batch(
         self, messages: Sequence[ReceivedMessage], timeout_s: int
     ) -> list[Exception | None]:
-        return self._each_in_batches(
-            messages,
+        call: BatchCall[ReceivedMessage] = BatchCall(
             "change visibility",
             "change_message_visibility_batch",
-            lambda message: {"ReceiptHandle": message.receipt_handle, "VisibilityTimeout": int(timeout_s)},
+            lambda message: {**_receipt(message), "VisibilityTimeout": int(timeout_s)},
             lambda message: self.change_visibility(message, timeout_s),
             HEARTBEAT_BACKOFF,
         )
+        return self._each_in_batches(messages, call)
 
     def release(self, message: ReceivedMessage, error: str | None = None, delay_s: int = 0) -> None:
         # SQS cannot annotate a message in flight; the error is in the log and the events.
@@ -317,15 +321,11 @@ class SqsQueue:
 
     def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         """Ten per call, and no more than MAX_BATCH_BYTES of payload, as deletes go."""
-        return self._each_in_batches(
-            messages,
-            "send",
-            "send_message_batch",
-            lambda message: self._send_request(message.body, message.attributes),
-            self._send_one,
-            BACKOFF,
-            groups=_batches(messages),
+        entry: Callable[[Outgoing], dict[str, Any]] = lambda message: self._send_request(  # noqa: E731
+            message.body, message.attributes
         )
+        call = BatchCall("send", "send_message_batch", entry, self._send_one, BACKOFF)
+        return self._each_in_batches(messages, call, groups=_batches(messages))
 
     def _send_one(self, message: Outgoing) -> None:
         self.send(message.body, message.attributes)

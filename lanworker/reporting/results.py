@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lanworker.core.errors import TransientError
@@ -19,6 +20,14 @@ logger = logging.getLogger(__name__)
 EVENT_BACKOFF = Backoff(attempts=3, budget_s=10.0)  # events are advisory: never hold a job up long
 SNS_MESSAGE_BYTES = 256 * 1024
 ATTRIBUTES_ROOM_BYTES = 1024  # message attributes count towards a queue's limit too
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Where a worker's job results and state events go."""
+
+    results: ResultReporter
+    events: EventPublisher
 
 
 class ResultReporter:

@@ -33,7 +33,7 @@ from lanworker.core.retries import (
     is_transient,
 )
 from lanworker.message.command import local_path, uri_scheme
-from lanworker.storage.ranged import CHUNK_BYTES, RangedDownload
+from lanworker.storage.ranged import CHUNK_BYTES, RangeControl, RangedDownload
 
 if TYPE_CHECKING:
     import requests
@@ -334,9 +334,8 @@ class Storage:
 
             self.backoff.call(translated)
 
-        download = RangedDownload(
-            get_range, size, destination, self._concurrency, checkpoint, retried, progress.add
-        )
+        control = RangeControl(self._concurrency, checkpoint, retried, progress.add)
+        download = RangedDownload(get_range, size, destination, control)
         sha256, md5 = download.run()
         return TransferRecord(uri, size, sha256, md5)
 

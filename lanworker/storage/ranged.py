@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +37,37 @@ def plan_parts(size: int, concurrency: int) -> list[tuple[int, int]]:
     return [(start, min(size, start + part)) for start in range(0, size, part)]
 
 
+def _no_progress(count: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RangeControl:
+    """How the parts are fetched: how many at once, the check between chunks, the retry
+    wrapper around one part's fetch, and what hears of each chunk's bytes."""
+
+    concurrency: int
+    checkpoint: Callable[[], None]
+    retry: Callable[[Callable[[], None]], None]
+    on_bytes: Callable[[int], None] = _no_progress
+
+
 class RangedDownload:
     def __init__(
         self,
         get_range: Callable[[int, int], Any],  # (start, end_inclusive) -> a body with read(n)
         size: int,
         destination: Path,
-        concurrency: int,
-        checkpoint: Callable[[], None],
-        retry: Callable[[Callable[[], None]], None],
-        on_bytes: Callable[[int], None] = lambda count: None,
+        control: RangeControl,
     ) -> None:
         self.get_range = get_range
         self.size = size
         self.destination = destination
+        concurrency = control.concurrency
         self.concurrency = max(1, min(concurrency, MAX_PARTS_IN_FLIGHT))
-        self.checkpoint = checkpoint
-        self.retry = retry
-        self.on_bytes = on_bytes
+        self.checkpoint = control.checkpoint
+        self.retry = control.retry
+        self.on_bytes = control.on_bytes
         self.parts = plan_parts(size, concurrency)
         self.written = [0] * len(self.parts)
         self.error: BaseException | None = None

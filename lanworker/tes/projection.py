@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from lanworker.queues import Queue, ReceivedMessage
-from lanworker.queues.receive import ReceiveLoop
+from lanworker.queues.receive import ReceiveLoop, ReceivePlan
 from lanworker.tes.convert import rfc3339
 from lanworker.tes.models import FINAL_STATES, State
 from lanworker.tes.store import Record, TaskStore
@@ -162,12 +162,8 @@ class Projector:
         ReceiveLoop(
             self.events,
             self.handle,
-            concurrency=1,
-            wait_time_s=1,
-            visibility_timeout_s=60,
-            once=False,
-            shutdown=self.shutdown,
-            name="project",
+            ReceivePlan(concurrency=1, wait_time_s=1, visibility_timeout_s=60, name="project"),
+            self.shutdown,
         ).run(5.0, threading.Event(), lambda: None)
 
     def handle(self, message: ReceivedMessage) -> None:

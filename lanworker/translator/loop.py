@@ -32,7 +32,7 @@ from lanworker.core.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USA
 from lanworker.core.logs import configure_logging
 from lanworker.loop.signals import SignalFlag
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
-from lanworker.queues.receive import ReceiveLoop
+from lanworker.queues.receive import ReceiveLoop, ReceivePlan
 from lanworker.translator.rules import RenderedCommand, RuleSet, load_rules, synthetic_event
 from lanworker.translator.s3events import MalformedEvent, parse_notification
 
@@ -152,12 +152,8 @@ class Translator:
         ReceiveLoop(
             self.events,
             self._handle_safely,
-            concurrency=1,
-            wait_time_s=config.wait_time_s,
-            visibility_timeout_s=config.visibility_timeout_s,
-            once=config.once,
-            shutdown=self.shutdown,
-            name="translate",
+            ReceivePlan(1, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"),
+            self.shutdown,
         ).run(config.grace_period_s, threading.Event(), lambda: None)
         logger.info("translator stopped: %s", dict(self.counts), extra={"action": "stop"})
 

@@ -225,8 +225,8 @@ def list_page(
     state: str | None,
     query: str | None,
     next_token: str | None,
-    updated: str,
 ) -> str:
+    """The job list; view is the overview, with the time it was made (`updated`)."""
     options = "".join(
         f'<option value="{e(s)}"{" selected" if s == state else ""}>{e(s)}</option>' for s in STATE_ORDER
     )
@@ -246,7 +246,7 @@ def list_page(
         '<div class="table"><table><thead><tr><th>ID</th><th>Name / service</th><th class="hide-narrow">Image / command</th>'
         '<th>State</th><th class="hide-narrow">Created (UTC)</th><th>Duration</th><th class="hide-narrow">Worker</th>'
         f'<th>Exit</th></tr></thead><tbody id="job-rows">{rows_html(rows)}</tbody></table></div>'
-        f'{pager}<p class="muted">Updated <span id="updated">{e(updated)}</span>; refreshes every 5 s.</p>'
+        f'{pager}<p class="muted">Updated <span id="updated">{e(view["updated"])}</span>; refreshes every 5 s.</p>'
     )
     return layout("Jobs", body, REFRESH_JS)
 

@@ -13,7 +13,8 @@ import boto3
 import pytest
 
 from lanworker.core.config import WorkerConfig, build_config
-from lanworker.loop.worker import Worker, build_worker
+from lanworker.loop.assemble import build_worker
+from lanworker.loop.worker import Worker
 from lanworker.queues import SqsQueue
 from tests.helpers.moto import MotoServer, apply_environment, free_port, restore_environment
 

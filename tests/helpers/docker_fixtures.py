@@ -42,7 +42,7 @@ def busybox_image(docker_client: Any) -> str:
 def run_docker_message(tmp_path: Path, work_root: Path, busybox_image: str) -> Callable[..., dict[str, Any]]:
     """One message through a docker worker on the embedded queue (--once); its result."""
     from lanworker.core.config import build_config
-    from lanworker.loop.worker import build_worker
+    from lanworker.loop.assemble import build_worker
     from lanworker.queues import LocalQueue
 
     queue = LocalQueue(f"local:{tmp_path / 'q.db'}#jobs")

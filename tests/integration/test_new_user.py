@@ -12,7 +12,7 @@ import pytest
 from lanworker.core import exitcodes
 from lanworker.message.command import job_id_of
 from lanworker.queues import LocalQueue
-from lanworker.queues.receive import ReceiveLoop
+from lanworker.queues.receive import ReceiveLoop, ReceivePlan
 from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import cli_env, run_cli
 
@@ -90,10 +90,7 @@ class _RecordingQueue(LocalQueue):
 def test_once_on_the_embedded_queue_ends_as_soon_as_it_is_empty(tmp_path: Path) -> None:
     queue = _RecordingQueue(f"local:{tmp_path / 'q.db'}#jobs")
     queue.waits = []
-    loop = ReceiveLoop(
-        queue, lambda message: None, concurrency=1, wait_time_s=20, visibility_timeout_s=30, once=True,
-        shutdown=threading.Event(),
-    )  # fmt: skip
+    loop = ReceiveLoop(queue, lambda message: None, ReceivePlan(1, 20, 30, once=True), threading.Event())
     loop.run(1.0, threading.Event(), lambda: None)
     assert queue.waits == [0]  # one look, no long poll
 

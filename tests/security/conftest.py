@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lanworker.core.config import build_config
-from lanworker.loop.worker import build_worker
+from lanworker.loop.assemble import build_worker
 from lanworker.queues import LocalQueue
 
 RunJob = Callable[..., dict[str, Any]]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from lanworker.core.stops import StopReason
-from lanworker.loop.leases import Heartbeats
+from lanworker.loop.leases import Heartbeats, LeaseTerms
 from lanworker.queues import ReceivedMessage
 from lanworker.reporting.metrics import Metrics
 from lanworker.testing import InMemoryQueue
@@ -33,7 +33,7 @@ def test_due_leases_are_extended_ten_at_a_time_and_a_stale_one_is_lost_alone() -
     messages = queue.receive(25, 0, 30)
     stolen = messages[7]
     queue.delete(stolen)  # gone from under its lease: the next extension finds it stale
-    heartbeats = Heartbeats(queue, 30, 0.01, 3600.0, threading.Event(), Metrics())
+    heartbeats = Heartbeats(queue, LeaseTerms(30, 0.01, 3600.0), threading.Event(), Metrics())
     with heartbeats._changed:  # the thread looks only once every lease is made and due
         leases = [heartbeats.lease(message) for message in messages]
         time.sleep(0.05)

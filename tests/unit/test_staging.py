@@ -127,13 +127,15 @@ def test_workspace_removal_handles_read_only_dirs(tmp_path: Path) -> None:
 
 
 def test_docker_host_workdir_maps_bind_mount_sources(tmp_path: Path) -> None:
-    from lanworker.executors.docker import DockerExecutor
+    from lanworker.executors.docker import DockerExecutor, DockerSettings
 
     work_root = tmp_path / "work"
     workspace = Workspace(work_root / "worker-1" / "job-1")
-    same_path = DockerExecutor(["*"], "worker-1", work_root)
+    same_path = DockerExecutor(DockerSettings(("*",), "worker-1", work_root))
     assert same_path.host_path(workspace) == str(workspace.root)
-    mapped = DockerExecutor(["*"], "worker-1", work_root, host_workdir=Path("/srv/lanworker"))
+    mapped = DockerExecutor(
+        DockerSettings(("*",), "worker-1", work_root, host_workdir=Path("/srv/lanworker"))
+    )
     assert mapped.host_path(workspace) == "/srv/lanworker/worker-1/job-1"
     to_container = mapped.path_mapper(workspace)
     assert to_container(workspace.inputs / "s3" / "b" / "k.txt") == "/job/in/s3/b/k.txt"

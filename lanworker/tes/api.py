@@ -1,0 +1,127 @@
+"""The TES 1.1 routes, as one APIRouter: create_app mounts it under /ga4gh/tes/v1, /v1
+and / alike. Each route reads the TesService of its app (`app.state.service`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from lanworker import __version__
+from lanworker.core.errors import MessageRefused
+from lanworker.tes.convert import TaskRefused, storage_schemes, to_tes
+from lanworker.tes.models import State, TesTask
+from lanworker.tes.service import StoreFull, TesService, matcher, tag_filter
+from lanworker.tes.store import RecordTooLarge
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("MINIMAL", "BASIC", "FULL")
+DEFAULT_PAGE_SIZE = 256
+MAX_PAGE_SIZE = 2047
+
+router = APIRouter()
+
+
+def _service(request: Request) -> TesService:
+    service: TesService = request.app.state.service
+    return service
+
+
+Service = Annotated[TesService, Depends(_service)]
+
+
+class TaskQuery(BaseModel):
+    """ListTasks' query parameters."""
+
+    name_prefix: str | None = None
+    state: State | None = None
+    tag_key: list[str] = []
+    tag_value: list[str] = []
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    page_token: str | None = None
+    view: str = "MINIMAL"
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"msg": message, "status_code": status}, status_code=status)
+
+
+def describe_errors(errors: Any) -> str:
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where or '$'}: {error.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+@router.get("/service-info")
+def service_info(service: Service) -> dict[str, Any]:
+    return {
+        "id": "org.lanworker.tes",
+        "name": "lanworker",
+        "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+        "description": "GA4GH TES on lanworker: container tasks on an SQS or embedded queue",
+        "organization": {"name": "lanworker", "url": "https://lanworker.invalid/"},
+        "version": __version__,
+        "storage": storage_schemes(service.policy),
+        "tesResources_backend_parameters": [],
+    }
+
+
+@router.post("/tasks")
+async def create_task(request: Request, service: Service) -> JSONResponse:
+    body = await request.body()  # its size already checked by the guard, as it arrived
+    try:
+        task = TesTask.model_validate_json(body)
+        task_id = service.create(task)
+    except ValidationError as exc:
+        return error_response(400, describe_errors(exc.errors()))
+    except (TaskRefused, RecordTooLarge, MessageRefused) as exc:  # the last two: too large
+        return error_response(400, str(exc))
+    except StoreFull as exc:
+        return error_response(507, str(exc))
+    except Exception as exc:
+        logger.error("task not queued: %s", exc, extra={"action": "queued"})
+        return error_response(503, f"task not queued: {exc}")
+    return JSONResponse({"id": task_id})
+
+
+@router.get("/tasks")
+def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> JSONResponse:
+    if query.view not in VIEWS:
+        return error_response(400, f"view must be one of {', '.join(VIEWS)}")
+    state = query.state.value if query.state else None
+    matches = matcher(query.name_prefix, state, tag_filter(query.tag_key, query.tag_value))
+    try:
+        records, next_token = service.store.page(matches, query.page_size, query.page_token or None)
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    document: dict[str, Any] = {"tasks": [to_tes(record, query.view) for record in records]}
+    if next_token:
+        document["next_page_token"] = next_token
+    return JSONResponse(document)
+
+
+@router.get("/tasks/{task_id}")
+def get_task(task_id: str, service: Service, view: str = "MINIMAL") -> JSONResponse:
+    if view not in VIEWS:
+        return error_response(400, f"view must be one of {', '.join(VIEWS)}")
+    record = service.store.get(task_id)
+    if record is None:
+        return error_response(404, f"no task {task_id!r}")
+    return JSONResponse(to_tes(record, view))
+
+
+@router.post("/tasks/{task_id}:cancel")
+def cancel_task(task_id: str, service: Service) -> JSONResponse:
+    try:
+        record = service.cancel(task_id)
+    except Exception as exc:
+        return error_response(503, f"cancel not recorded: {exc}")
+    if record is None:
+        return error_response(404, f"no task {task_id!r}")
+    return JSONResponse({})
