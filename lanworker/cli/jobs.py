@@ -91,7 +91,7 @@ def _cell(value: Any) -> str:
 
 
 def table(jobs: list[dict[str, Any]], colour: bool) -> str:
-    from lanworker.web.pages import human_duration, when
+    from lanworker.web.formatting import human_duration, when
 
     rows = [
         [
@@ -116,7 +116,7 @@ def table(jobs: list[dict[str, Any]], colour: bool) -> str:
 
 
 def show(job: dict[str, Any]) -> str:
-    from lanworker.web.pages import human_duration, when
+    from lanworker.web.formatting import human_duration, when
 
     lines = [
         f"id:        {_cell(job['id'])}",

@@ -9,7 +9,6 @@ SDK's timeouts are only HTTP timeouts.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fnmatch
 import json
 import logging
@@ -31,6 +30,7 @@ import requests.exceptions
 import yaml
 from docker.utils.socket import frames_iter
 
+from lanworker.core.clock import utc_now
 from lanworker.core.config import WorkerConfig
 from lanworker.core.errors import CannotStart, ConfigError, InvalidMessage, JobFailed, TransientError
 from lanworker.core.retries import Backoff
@@ -105,13 +105,6 @@ class FileSink:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def utc_now() -> str:
-    """RFC 3339 with microseconds, as TES logs want it."""
-    return (
-        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    )
 
 
 def load_services(path: Path) -> dict[str, ServiceSpec]:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from lanworker.core.errors import StaleReceipt
 from lanworker.core.stops import StopReason
 from lanworker.queues import Queue, ReceivedMessage
+from lanworker.queues.base import MAX_BATCH
 from lanworker.reporting.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 5.0  # how long the thread sleeps with no lease at all (close() wakes it)
-BATCH = 10  # leases extended together (one SQS ChangeMessageVisibilityBatch)
 
 
 class Lease:
@@ -123,8 +123,8 @@ class Heartbeats:
                     self._wakes_at = min((lease.due for lease in self._leases), default=now + IDLE_WAIT_S)
                     self._changed.wait(timeout=max(0.0, self._wakes_at - now))
                     continue
-            for start in range(0, len(due), BATCH):
-                self._beat(due[start : start + BATCH])
+            for start in range(0, len(due), MAX_BATCH):
+                self._beat(due[start : start + MAX_BATCH])
 
     def _beat(self, due: list[Lease]) -> None:
         """Extend these leases in one batch. Each lease's lock is held from its check to its

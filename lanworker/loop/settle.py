@@ -25,12 +25,12 @@ from lanworker.core.outcomes import Abandon, DeadLetter, Delete, Outcome, Releas
 from lanworker.core.states import EventState
 from lanworker.loop.leases import Heartbeats, Lease
 from lanworker.queues import Queue, ReceivedMessage
+from lanworker.queues.base import MAX_BATCH
 from lanworker.reporting.metrics import Metrics
 from lanworker.reporting.results import Reports
 
 logger = logging.getLogger(__name__)
 
-BATCH = 10  # the most SQS deletes in one call
 STEP_S = 1.0  # the longest any wait here lasts before it looks again
 
 
@@ -109,7 +109,7 @@ class Settler:
                     closing = True  # everything handed over before close() is in this batch
                     break
                 batch.append(item)
-                if len(batch) == BATCH:
+                if len(batch) == MAX_BATCH:
                     break
                 try:
                     item = self._pending.get_nowait()

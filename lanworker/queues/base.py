@@ -10,6 +10,9 @@ from typing import Protocol
 logger = logging.getLogger(__name__)
 
 
+MAX_BATCH = 10  # the most messages one queue call receives, deletes or sends (SQS's limit)
+
+
 @dataclass(frozen=True)
 class ReceivedMessage:
     message_id: str

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from lanworker.core.errors import QueueUnreachable, TransientError
 from lanworker.queues import Queue, ReceivedMessage, SinglePass
+from lanworker.queues.base import MAX_BATCH
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class ReceiveLoop:
 
     def _receive(self, free: int) -> list[ReceivedMessage] | None:
         try:
-            messages = self._receive_until_shutdown(min(free, 10))
+            messages = self._receive_until_shutdown(min(free, MAX_BATCH))
         except (TransientError, QueueUnreachable) as exc:
             self.hooks.on_receive_error()
             logger.error(

@@ -22,13 +22,12 @@ from lanworker.core.errors import (
     StaleReceipt,
 )
 from lanworker.core.retries import DENIED_CODES, Backoff, as_transient, client_error_code, is_transient
-from lanworker.queues.base import DeadLetterEntry, Outgoing, ReceivedMessage
+from lanworker.queues.base import MAX_BATCH, DeadLetterEntry, Outgoing, ReceivedMessage
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: the whole payload, bodies and attributes
 CLASSIC_MESSAGE_BYTES = 256 * 1024
 MAX_WAIT_S = 20

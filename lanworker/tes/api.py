@@ -14,8 +14,8 @@ from lanworker import __version__
 from lanworker.core.errors import MessageRefused
 from lanworker.tes.convert import TaskRefused, storage_schemes, to_tes
 from lanworker.tes.models import State, TesTask
-from lanworker.tes.service import StoreFull, TesService, matcher, tag_filter
-from lanworker.tes.store import RecordTooLarge
+from lanworker.tes.service import StoreFull, TesService, tag_filter
+from lanworker.tes.store import RecordFilter, RecordTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> JSONRe
     if query.view not in VIEWS:
         return error_response(400, f"view must be one of {', '.join(VIEWS)}")
     state = query.state.value if query.state else None
-    matches = matcher(query.name_prefix, state, tag_filter(query.tag_key, query.tag_value))
+    matches = RecordFilter(state, query.name_prefix, tag_filter(query.tag_key, query.tag_value))
     try:
         records, next_token = service.store.page(matches, query.page_size, query.page_token or None)
     except ValueError as exc:

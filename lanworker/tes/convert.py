@@ -7,12 +7,12 @@ content and system logs; FULL has everything.
 
 from __future__ import annotations
 
-import datetime
 import time
 import uuid
 from typing import Any
 from urllib.parse import quote
 
+from lanworker.core.clock import rfc3339
 from lanworker.message.command import READABLE_SCHEMES, WRITABLE_SCHEMES, uri_scheme, validate_document
 from lanworker.message.policy import MessagePolicy
 from lanworker.tes.models import State, TesTask
@@ -23,11 +23,6 @@ STREAM_TAIL_CHARS = 16 * 1024
 
 class TaskRefused(ValueError):
     """The task cannot be accepted: a 400 with the reason."""
-
-
-def rfc3339(epoch_s: float) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def new_task_id() -> str:

@@ -15,9 +15,9 @@ import threading
 import time
 from typing import Any
 
+from lanworker.core.clock import rfc3339
 from lanworker.queues import Queue, ReceivedMessage
 from lanworker.queues.receive import ReceiveLoop, ReceivePlan
-from lanworker.tes.convert import rfc3339
 from lanworker.tes.models import FINAL_STATES, State
 from lanworker.tes.store import Record, TaskStore
 

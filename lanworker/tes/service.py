@@ -94,15 +94,3 @@ def _cancel_requested(record: Record | None) -> Record | None:
 def tag_filter(keys: list[str], values: list[str]) -> dict[str, str]:
     """tag_key and tag_value zipped; a key without a value matches any value."""
     return {key: values[index] if index < len(values) else "" for index, key in enumerate(keys)}
-
-
-def matcher(name_prefix: str | None, state: str | None, tags: dict[str, str]) -> Callable[[Record], bool]:
-    def matches(record: Record) -> bool:
-        if name_prefix and not (record.get("name") or "").startswith(name_prefix):
-            return False
-        if state and record["state"] != state:
-            return False
-        own = record.get("tags") or {}
-        return all(key in own and (not value or own[key] == value) for key, value in tags.items())
-
-    return matches

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,32 @@ ITEM_OVERHEAD_BYTES = 2048  # an item's other attributes and names, beside the J
 SIZE_TTL_S = 60.0  # how long DynamoTaskStore keeps the table's size
 MAX_TOKEN_TIME = 1e11  # seconds since the epoch: year 5138, beyond any created_at
 Change = Callable[[Record | None], Record | None]  # None: leave the record as it is
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Which records a listing wants (TES ListTasks, the status view): every field given
+    must match. A tag given with an empty value matches any value of that key."""
+
+    state: str | None = None
+    name_prefix: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    text: str | None = None  # found in the id, name, service or a tag `key=value`, any case
+
+    def __call__(self, record: Record) -> bool:
+        if self.state and record["state"] != self.state:
+            return False
+        if self.name_prefix and not (record.get("name") or "").startswith(self.name_prefix):
+            return False
+        own = record.get("tags") or {}
+        if not all(key in own and (not value or own[key] == value) for key, value in self.tags.items()):
+            return False
+        needle = (self.text or "").strip().lower()
+        if not needle:
+            return True
+        haystack = [record["id"], record.get("name") or "", record.get("service") or ""]
+        haystack += [f"{key}={value}" for key, value in own.items()]
+        return any(needle in text.lower() for text in haystack)
 
 
 class TaskStore(Protocol):

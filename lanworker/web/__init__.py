@@ -19,6 +19,7 @@ from lanworker.tes.app import TOKEN_COOKIE
 from lanworker.tes.service import TesService
 from lanworker.web import pages
 from lanworker.web import readmodel as status
+from lanworker.web.formatting import when
 
 PAGE_SIZE = 50
 
@@ -143,4 +144,4 @@ def page(content: str, status_code: int = 200) -> HTMLResponse:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return when(time.time()) + " UTC"

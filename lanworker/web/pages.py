@@ -6,12 +6,12 @@ and JS there is lives in this module."""
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import html
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from lanworker.web.formatting import human_duration, when
 from lanworker.web.readmodel import STATE_ORDER, JobRow
 
 STATE_COLOURS = {
@@ -104,22 +104,6 @@ def e(value: Any) -> str:
 def job_href(job_id: str) -> str:
     """A link to a job page: the id percent-encoded (it may hold '/'), then HTML-escaped."""
     return e("/jobs/" + quote(job_id, safe=""))
-
-
-def when(epoch_s: float | None) -> str:
-    if epoch_s is None:
-        return ""
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
 def state_badge(state: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lanworker.tes.models import FINAL_STATES, State
-from lanworker.tes.store import Record, TaskStore
+from lanworker.tes.store import Record, RecordFilter, TaskStore
 
 ACTIVE_STATES = tuple(state.value for state in State if state not in FINAL_STATES and state != State.UNKNOWN)
 STATE_ORDER = (
@@ -93,23 +93,6 @@ def row(record: Record) -> JobRow:
     )
 
 
-def matcher(state: str | None, query: str | None) -> Callable[[Record], bool]:
-    """By state; and by a search text found in the id, the name or a tag key or value."""
-    needle = (query or "").strip().lower()
-
-    def matches(record: Record) -> bool:
-        if state and record["state"] != state:
-            return False
-        if not needle:
-            return True
-        tags = record.get("tags") or {}
-        haystack = [record["id"], record.get("name") or "", record.get("service") or ""]
-        haystack += [f"{key}={value}" for key, value in tags.items()]
-        return any(needle in text.lower() for text in haystack)
-
-    return matches
-
-
 def list_jobs(
     store: TaskStore,
     state: str | None = None,
@@ -117,7 +100,7 @@ def list_jobs(
     limit: int = 50,
     page_token: str | None = None,
 ) -> tuple[list[JobRow], str | None]:
-    records, token = store.page(matcher(state, query), limit, page_token)
+    records, token = store.page(RecordFilter(state, text=query), limit, page_token)
     return [row(record) for record in records], token
 
 

@@ -179,3 +179,16 @@ def test_schemas_are_package_data_and_valid_schemas() -> None:
         assert load_schema(name)["$schema"].startswith("https://json-schema.org/")
         jsonschema.Draft202012Validator.check_schema(load_schema(name))
     assert (PACKAGE.parent / "schemas").resolve() == PACKAGE / "schemas"
+
+
+def test_no_function_takes_more_than_five_parameters() -> None:
+    """Beside self and cls: a job travels as one JobContext, settings as one dataclass."""
+    crowded = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                names = [argument.arg for argument in arguments if argument.arg not in ("self", "cls")]
+                if len(names) > 5:
+                    crowded.append(f"{module_name(path)}.{node.name}: {len(names)}")
+    assert crowded == []
