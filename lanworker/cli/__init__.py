@@ -1,6 +1,7 @@
-"""Command line: `worker.py native|docker|submit|validate|dead-letters|cancel|translate`.
+"""Command line: `worker.py native|docker|submit|validate|dead-letters|cancel|translate|serve|jobs`.
 
-Every subcommand's argparse lives here. main() returns an exit code (`exitcodes.py`);
+Every subcommand's argparse lives in this package (`serve.py`, `translate.py` and `jobs.py`
+for theirs). main() returns an exit code (`core.exitcodes`);
 each failure kind has its own so systemd can tell them apart, and no bad input ends in
 a traceback.
 """
@@ -271,7 +272,7 @@ def run_jobs(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from lanworker.serve import run_serve as serve  # FastAPI and uvicorn only for serve
+    from lanworker.cli.serve import run as serve  # FastAPI and uvicorn only for serve
 
     return serve(args)
 
@@ -476,9 +477,9 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def _run_translate(args: argparse.Namespace) -> int:
-    from lanworker.translator.loop import run_translate  # rules, YAML: only for this subcommand
+    from lanworker.cli.translate import run  # rules, YAML: only for this subcommand
 
-    return run_translate(args)
+    return run(args)
 
 
 def console() -> int:

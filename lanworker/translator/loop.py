@@ -10,30 +10,25 @@ dead-lettered whole with the reason: sending it again could not help.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lanworker.core.config import WorkerConfig, build_config
+from lanworker.core.config import WorkerConfig
 from lanworker.core.errors import (
-    ConfigError,
     InvalidMessage,
     MessageRefused,
     QueueUnreachable,
     TransientError,
 )
-from lanworker.core.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from lanworker.core.logs import configure_logging
 from lanworker.loop.signals import SignalFlag
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
 from lanworker.queues.receive import ReceiveLoop, ReceivePlan
-from lanworker.translator.rules import RenderedCommand, RuleSet, load_rules, synthetic_event
+from lanworker.translator.rules import RenderedCommand, RuleSet, synthetic_event
 from lanworker.translator.s3events import MalformedEvent, parse_notification
 
 logger = logging.getLogger(__name__)
@@ -178,57 +173,8 @@ def check_rules(rules: RuleSet) -> list[str]:
     return problems
 
 
-def run_translate(args: argparse.Namespace) -> int:
-    rules_path = args.rules or (Path(args.paths[0]) if args.check and args.paths else None)
-    if rules_path is None:
-        raise ConfigError("translate needs --rules FILE")
-    rules = load_rules(rules_path)
-    if args.check:
-        problems = check_rules(rules)
-        for problem in problems:
-            print(f"{rules_path}: {problem}")
-        print(
-            f"{rules_path}: {len(rules.rules)} rule(s), {'ok' if not problems else f'{len(problems)} problem(s)'}"
-        )
-        return EXIT_CONFIG if problems else EXIT_OK
-    if args.dry_run:
-        if not args.paths:
-            print("translate --dry-run needs event files (or - for standard input)", file=sys.stderr)
-            return EXIT_USAGE
-        status = EXIT_OK
-        for name in args.paths:
-            try:
-                data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-                translation = translate_body(rules, data.decode("utf-8"), Counter())
-            except (OSError, UnicodeDecodeError, InvalidMessage) as exc:
-                print(f"{name}: {exc}", file=sys.stderr)
-                status = EXIT_FAILED
-                continue
-            for note in translation.notes:
-                print(f"{name}: {note}", file=sys.stderr)
-            for command in translation.commands:
-                print(
-                    json.dumps(
-                        {
-                            "rule": command.rule.name,
-                            "queue": command.target_url,
-                            "dedup_key": command.deduplication_key,
-                            "message": json.loads(command.body),
-                        }
-                    )
-                )
-        return status
-    config = build_config(
-        {
-            "mode": "client",
-            "queue_url": args.queue_url,
-            "dead_letter_queue_url": args.dead_letter_queue_url,
-            "once": args.once,
-            "wait_time_s": args.wait_time_s,
-            "visibility_timeout_s": args.visibility_timeout_s,
-            "log_format": args.log_format,
-        }
-    )
+def translate_events(rules: RuleSet, config: WorkerConfig) -> None:
+    """Translate events from config's queue until a signal (or, with once, an empty queue)."""
     configure_logging(config.log_format, config.log_level)
     events = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
     translator = Translator(rules, events, QueueCache(), config)
@@ -236,4 +182,3 @@ def run_translate(args: argparse.Namespace) -> int:
     started = time.monotonic()
     translator.run()
     logger.info("translated for %.1f s", time.monotonic() - started)
-    return EXIT_OK

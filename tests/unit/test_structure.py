@@ -192,3 +192,13 @@ def test_no_function_takes_more_than_five_parameters() -> None:
                 if len(names) > 5:
                     crowded.append(f"{module_name(path)}.{node.name}: {len(names)}")
     assert crowded == []
+
+
+def test_argparse_lives_only_in_the_cli() -> None:
+    """Domain modules take config objects; flags and exit codes are the CLI's business."""
+    users = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(alias.name == "argparse" for alias in node.names):
+                users.add(module_name(path))
+    assert {package_of(module) for module in users} == {"cli"}
