@@ -185,7 +185,7 @@ class Settler:
         outcome = decided.outcome
         if isinstance(outcome, DeadLetter):
             if self._safely(self.queue.dead_letter, decided.message, "dead-letter", outcome.reason):
-                self.metrics.jobs.labels("dead-lettered").inc()
+                self.metrics.jobs.labels(EventState.DEAD_LETTERED.value).inc()
                 self.events.publish(outcome.result.job_id, EventState.DEAD_LETTERED, reason=outcome.reason)
             return False
         return True

@@ -13,9 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from lanworker.core.clock import rfc3339
+from lanworker.core.states import EventState
 from lanworker.message.command import READABLE_SCHEMES, WRITABLE_SCHEMES, uri_scheme, validate_document
 from lanworker.message.policy import MessagePolicy
 from lanworker.tes.models import State, TesTask
+from lanworker.tes.store import TaskRecord, TimelineEntry
 
 SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = ()
 STREAM_TAIL_CHARS = 16 * 1024
@@ -171,7 +173,7 @@ def storage_schemes(policy: MessagePolicy, allowed: tuple[str, ...] = READABLE_S
     return found
 
 
-def new_record(task: TesTask, task_id: str, notes: list[str]) -> dict[str, Any]:
+def new_record(task: TesTask, task_id: str, notes: list[str]) -> TaskRecord:
     now = time.time()
     return {
         "id": task_id,
@@ -183,7 +185,7 @@ def new_record(task: TesTask, task_id: str, notes: list[str]) -> dict[str, Any]:
         "tags": dict(task.tags or {}),
         "task": task.model_dump(exclude_none=True),
         "system_logs": notes,
-        "events": [{"state": "submitted", "time": now}],
+        "events": [TimelineEntry(state=EventState.SUBMITTED.value, time=now)],
         "cancel_requested": False,
         "attempt": 1,
         "log": {},
@@ -191,7 +193,7 @@ def new_record(task: TesTask, task_id: str, notes: list[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- views
-def to_tes(record: dict[str, Any], view: str) -> dict[str, Any]:
+def to_tes(record: TaskRecord, view: str) -> dict[str, Any]:
     state = record["state"]
     if view == "MINIMAL":
         return {"id": record["id"], "state": state}
@@ -215,13 +217,13 @@ def to_tes(record: dict[str, Any], view: str) -> dict[str, Any]:
     return document
 
 
-def _task_of_command(record: dict[str, Any]) -> dict[str, Any]:
+def _task_of_command(record: TaskRecord) -> dict[str, Any]:
     """A plain command message seen only through its events, shown as a one-executor task."""
     service = record.get("service") or "unknown"
     return {"executors": [{"image": service, "command": [service]}]}
 
 
-def _task_log(record: dict[str, Any], full: bool) -> dict[str, Any]:
+def _task_log(record: TaskRecord, full: bool) -> dict[str, Any]:
     log = record.get("log") or {}
     if not log and not (full and record.get("system_logs")):
         return {}

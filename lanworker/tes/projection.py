@@ -13,13 +13,14 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from lanworker.core.clock import rfc3339
+from lanworker.core.states import EventState
 from lanworker.queues import Queue, ReceivedMessage
 from lanworker.queues.receive import ReceiveLoop, ReceivePlan
 from lanworker.tes.models import FINAL_STATES, State
-from lanworker.tes.store import Record, TaskStore
+from lanworker.tes.store import Record, TaskLog, TaskStore, TimelineEntry
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +34,25 @@ PROGRESS = {
 }
 
 
+TES_STATE = {
+    EventState.RECEIVED: State.INITIALIZING,
+    EventState.STAGING: State.INITIALIZING,
+    EventState.RUNNING: State.RUNNING,
+    EventState.UPLOADING: State.RUNNING,
+    EventState.SUCCEEDED: State.COMPLETE,
+    EventState.CANCELED: State.CANCELED,
+    EventState.DEAD_LETTERED: State.SYSTEM_ERROR,
+    EventState.RETRYING: State.QUEUED,
+    EventState.RELEASED: State.QUEUED,
+}
+
+
 def state_for(event: dict[str, Any]) -> State | None:
-    kind = event.get("state")
-    if kind in ("received", "staging"):
-        return State.INITIALIZING
-    if kind in ("running", "uploading"):
-        return State.RUNNING
-    if kind == "succeeded":
-        return State.COMPLETE
-    if kind == "failed":
+    """The TES state an event moves its task towards; None for one that moves nothing."""
+    kind = EventState.of(event.get("state"))
+    if kind is EventState.FAILED:
         return State.EXECUTOR_ERROR if event.get("reason") in EXECUTOR_REASONS else State.SYSTEM_ERROR
-    if kind == "canceled":
-        return State.CANCELED
-    if kind == "dead-lettered":
-        return State.SYSTEM_ERROR
-    if kind in ("retrying", "released"):
-        return State.QUEUED
-    return None
+    return TES_STATE.get(kind) if kind is not None else None
 
 
 def apply_event(record: Record | None, event: dict[str, Any]) -> Record:
@@ -71,24 +74,24 @@ def apply_event(record: Record | None, event: dict[str, Any]) -> Record:
             "attempt": 1,
             "log": {},
         }
-    record = dict(record)
-    entry = {"state": event.get("state"), "time": now, "worker_id": event.get("worker_id")}
+    record = record.copy()
+    entry = TimelineEntry(state=str(event.get("state")), time=now, worker_id=event.get("worker_id"))
     for name in ("reason", "exit_code", "error", "attempt"):
         if event.get(name) is not None:
-            entry[name] = event[name]
+            cast(dict[str, Any], entry)[name] = event[name]  # the optional fields, as sent
     record["events"] = [*record.get("events", []), entry][-MAX_TIMELINE:]
     target = state_for(event)
     current = State(record["state"])
-    log = dict(record.get("log") or {})
+    log = (record.get("log") or TaskLog()).copy()
     if event.get("worker_id"):
         log["worker_id"] = event["worker_id"]
-    if event.get("state") == "running" and not log.get("start_time"):
+    if EventState.of(event.get("state")) is EventState.RUNNING and not log.get("start_time"):
         log["start_time"] = rfc3339(now)
     result = event.get("result")
     if isinstance(result, dict):
         if result.get("service") and not record.get("service"):
             record["service"] = result["service"]
-        log.update(
+        log |= TaskLog(
             exit_code=result.get("exit_code"),
             reason=result.get("reason") or event.get("reason"),
             error=result.get("error"),
@@ -99,13 +102,13 @@ def apply_event(record: Record | None, event: dict[str, Any]) -> Record:
             stderr=(result.get("stderr") or {}).get("text"),
             timings_s=result.get("timings_s") or {},
         )
-    if event.get("state") == "dead-lettered":
-        log.update(reason="dead-lettered", error=event.get("reason"))
+    if EventState.of(event.get("state")) is EventState.DEAD_LETTERED:
+        log |= TaskLog(reason="dead-lettered", error=event.get("reason"))
     if target is not None:
         record["state"] = _next_state(current, target, bool(record.get("cancel_requested")), event).value
     if State(record["state"]) in FINAL_STATES and not log.get("end_time"):
         log["end_time"] = rfc3339(now)
-    if event.get("state") == "retrying":
+    if EventState.of(event.get("state")) is EventState.RETRYING:
         record["attempt"] = int(event.get("next_attempt") or record.get("attempt", 1) + 1)
         log.pop("end_time", None)
     record["log"] = log
@@ -130,7 +133,7 @@ def _next_state(current: State, target: State, cancel_requested: bool, event: di
         return current  # late events of a finished job change nothing
     if target in FINAL_STATES:
         return target
-    if event.get("state") == "retrying":
+    if EventState.of(event.get("state")) is EventState.RETRYING:
         return State.CANCELING if cancel_requested else State.QUEUED
     if cancel_requested:
         return State.CANCELING

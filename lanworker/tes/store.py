@@ -21,14 +21,65 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, cast
+
+from typing_extensions import Required
 
 from lanworker.core.errors import ConfigError, QueueUnreachable
 from lanworker.core.retries import is_botocore_failure
 from lanworker.queues.sqlite import connect, immediate
 from lanworker.tes.models import FINAL_STATES
 
-Record = dict[str, Any]
+
+class TaskLog(TypedDict, total=False):
+    """What the workers' events said about the task's (last) run."""
+
+    worker_id: str
+    start_time: str  # RFC 3339
+    end_time: str
+    exit_code: int | None
+    reason: str | None
+    error: str | None
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    executors: list[dict[str, Any]]
+    stdout: str | None  # tails
+    stderr: str | None
+    timings_s: dict[str, float]
+
+
+class TimelineEntry(TypedDict, total=False):
+    """One event in the task's timeline (the status view's)."""
+
+    state: Required[str]  # a core.states.EventState value
+    time: Required[float]
+    worker_id: str | None
+    reason: str
+    exit_code: int
+    error: str
+    attempt: int
+
+
+class TaskRecord(TypedDict, total=False):
+    """One task as the store keeps it: the same JSON document in SQLite and DynamoDB."""
+
+    id: Required[str]
+    kind: Required[str]  # "tes" (created by the API) or "command" (seen first through events)
+    created_at: Required[float]
+    creation_time: Required[str]  # RFC 3339
+    state: Required[str]  # a tes.models.State value
+    name: str | None
+    tags: dict[str, str]
+    task: dict[str, Any]  # the TES task as submitted
+    service: str | None
+    system_logs: list[str]
+    events: list[TimelineEntry]
+    cancel_requested: bool
+    attempt: int
+    log: TaskLog
+
+
+Record = TaskRecord
 DYNAMODB_ITEM_BYTES = 400 * 1024
 ITEM_OVERHEAD_BYTES = 2048  # an item's other attributes and names, beside the JSON document
 SIZE_TTL_S = 60.0  # how long DynamoTaskStore keeps the table's size
@@ -95,7 +146,7 @@ def _size(record: Record) -> int:
 
 def _trimmable(record: Record) -> list[tuple[dict[str, Any], str]]:
     """(holder, key) of the texts that may be cut: log tails first, then inline content."""
-    log = record.get("log") or {}
+    log = cast(dict[str, Any], record.get("log") or {})  # cut in place
     found = [(log, key) for key in ("stdout", "stderr") if isinstance(log.get(key), str)]
     for executor in log.get("executors") or []:
         if isinstance(executor, dict):
