@@ -1,15 +1,26 @@
-"""Signal handling: handlers only count; a watcher thread acts on the count."""
+"""Signal handling: handlers only count; a watcher thread acts on the count.
+
+The watcher sleeps on a wake-up pipe (`signal.set_wakeup_fd`), which the interpreter
+writes the signal's number to the moment the signal arrives: it acts within a thread
+switch, not at the next turn of a polling loop, so a message a long poll returns just
+after SIGTERM finds the shutdown already requested (and is released, not run).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import signal
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
 
 logger = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+CHECK_S = 0.5  # the count is looked at this often anyway (a wake-up byte can be lost)
 
 
 class SignalFlag:
@@ -25,14 +36,24 @@ class SignalFlag:
         self.count += 1
 
     def install(self, on_signal: Callable[[int], None]) -> None:
-        signal.signal(signal.SIGTERM, self.handler)
-        signal.signal(signal.SIGINT, self.handler)
-        threading.Thread(target=self._watch, args=(on_signal,), name="signal-watcher", daemon=True).start()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in SIGNALS:
+            signal.signal(signum, self.handler)
+        threading.Thread(
+            target=self._watch, args=(on_signal, read_fd), name="signal-watcher", daemon=True
+        ).start()
 
-    def _watch(self, on_signal: Callable[[int], None]) -> None:
+    def _watch(self, on_signal: Callable[[int], None], read_fd: int) -> None:
         seen = 0
+        arrived = 0  # SIGTERM/SIGINT bytes read from the pipe
         while True:
-            if self.count > seen:
+            ready, _, _ = select.select([read_fd], [], [], CHECK_S)
+            if ready:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    arrived += sum(1 for signum in os.read(read_fd, 64) if signum in SIGNALS)
+            while max(arrived, self.count) > seen:
                 seen += 1
                 logger.warning(
                     "signal received: %s",
@@ -40,4 +61,3 @@ class SignalFlag:
                     extra={"action": "signal"},
                 )
                 on_signal(seen)
-            time.sleep(0.05)
