@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 from lanworker.core.config import WorkerConfig
 from lanworker.core.outcomes import JobResult
@@ -47,14 +48,14 @@ class Admitted:
     terms: JobTerms
     received: ReceivedMessage
 
-    def result(self, tools: JobTools, state: JobState, **fields: object) -> JobResult:
+    def result(self, tools: JobTools, state: JobState, **fields: Any) -> JobResult:
         return JobResult(
             job_id=self.job_id,
             service=self.message.service,
             state=state,
             worker_id=tools.config.worker_id,
             attempt=self.message.attempt,
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )
 
 

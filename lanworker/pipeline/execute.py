@@ -16,7 +16,13 @@ from lanworker.storage import Storage
 
 
 def execute(job: JobContext) -> ExecutionResult:
-    """Runs the job's command; the result gets its exit code, streams and execution details."""
+    """Runs the job's command; the result gets its exit code, streams and execution details.
+    The `running` event comes first, before stdin is opened (it may be an S3 object)."""
+    with Phase(job, EventState.RUNNING):
+        return _run(job)
+
+
+def _run(job: JobContext) -> ExecutionResult:
     stdout, stderr = make_sinks(job.message, job.workspace, job.tools.config.capture_bytes)
     request = ExecutionRequest(
         job_id=job.job_id,
@@ -31,8 +37,7 @@ def execute(job: JobContext) -> ExecutionResult:
         task=job.staged.task,
     )
     try:
-        with Phase(job, EventState.RUNNING):
-            execution = job.tools.executor.run(request)
+        execution = job.tools.executor.run(request)
     finally:
         stdout.close()
         stderr.close()

@@ -24,13 +24,13 @@ logger = logging.getLogger(__name__)
 
 def stage(job: JobContext) -> None:
     """Downloads every input of the job (a container task's too) and records what came in."""
-    tools = job.tools
+    tools, transfers = job.tools, job.transfers()
     with Phase(job, EventState.STAGING):
         mapper = tools.executor.path_mapper(job.workspace)
-        job.staged = stage_inputs(job.message, job.workspace, job.transfers(), mapper)
+        job.staged = stage_inputs(job.message, job.workspace, transfers, mapper)
         if job.message.is_task:
             job.staged.task = plan_layout(job.message, job.workspace)
-            job.staged.downloads += stage_task_inputs(job.message, job.staged.task, job.transfers())
+            job.staged.downloads += stage_task_inputs(job.message, job.staged.task, transfers)
     job.result.inputs = [record.as_dict() for record in job.staged.downloads]
     tools.metrics.bytes_staged.inc(sum(record.size for record in job.staged.downloads))
     job.watch.checkpoint()

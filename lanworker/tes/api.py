@@ -27,6 +27,8 @@ router = APIRouter()
 
 
 def _service(request: Request) -> TesService:
+    """The app's TesService (create_app puts it in app.state); the status view's routes
+    take it the same way."""
     service: TesService = request.app.state.service
     return service
 

@@ -75,7 +75,7 @@ def apply_event(record: Record | None, event: dict[str, Any]) -> Record:
             "log": {},
         }
     record = record.copy()
-    entry = TimelineEntry(state=str(event.get("state")), time=now, worker_id=event.get("worker_id"))
+    entry = TimelineEntry(state=event.get("state"), time=now, worker_id=event.get("worker_id"))
     for name in ("reason", "exit_code", "error", "attempt"):
         if event.get(name) is not None:
             cast(dict[str, Any], entry)[name] = event[name]  # the optional fields, as sent

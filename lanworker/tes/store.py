@@ -51,7 +51,7 @@ class TaskLog(TypedDict, total=False):
 class TimelineEntry(TypedDict, total=False):
     """One event in the task's timeline (the status view's)."""
 
-    state: Required[str]  # a core.states.EventState value
+    state: Required[str | None]  # a core.states.EventState value, as the event named it
     time: Required[float]
     worker_id: str | None
     reason: str

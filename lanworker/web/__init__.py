@@ -9,12 +9,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from lanworker.tes.api import Service
 from lanworker.tes.app import TOKEN_COOKIE
 from lanworker.tes.service import TesService
 from lanworker.web import pages
@@ -24,14 +25,6 @@ from lanworker.web.formatting import when
 PAGE_SIZE = 50
 
 router = APIRouter(include_in_schema=False)
-
-
-def _service(request: Request) -> TesService:
-    service: TesService = request.app.state.service
-    return service
-
-
-Service = Annotated[TesService, Depends(_service)]
 
 
 CSRF_SECRET = secrets.token_bytes(32)  # per process: a form outlives no restart
