@@ -1,7 +1,8 @@
 """What the worker loop does with a message once its job is decided: one of four types.
 
-The job runner never touches the queue; it returns an Outcome and `loop.settle.Settler`
-matches on its type, so every queue operation and its ordering lives in one place.
+Neither the job runner nor the translator touches the queue it reads; each returns an
+Outcome and `loop.settle.Settler` matches on its type, so every queue operation and its
+ordering lives in one place.
 """
 
 from __future__ import annotations
@@ -95,23 +96,25 @@ class Requeue:
 
 @dataclass(frozen=True)
 class Delete:
-    """Report the result (and send the retry, if any), then delete the message."""
+    """Report the result, if there is one (and send the retry, if any), then delete the
+    message. The translator's outcomes have none: its commands were sent before."""
 
-    result: JobResult
+    result: JobResult | None = None
     reply_to: str | None = None
     requeue: Requeue | None = None
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """Report the result, then move the message out of the way, body intact."""
+    """Report the result, if there is one, then move the message out of the way, body intact."""
 
-    result: JobResult
+    result: JobResult | None = None
     reply_to: str | None = None
+    why: str | None = None  # the reason, when there is no result to carry it
 
     @property
     def reason(self) -> str:
-        return self.result.error or "invalid message"
+        return self.why or (self.result.error if self.result else None) or "invalid message"
 
 
 @dataclass(frozen=True)

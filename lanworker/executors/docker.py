@@ -43,7 +43,7 @@ from lanworker.executors.base import (
     JobTerms,
     feed_stdin,
 )
-from lanworker.message.command import CommandMessage, schema_errors
+from lanworker.message.command import CommandMessage, ContainerTask, schema_errors
 from lanworker.pipeline.workspace import PathMapper, TaskLayout, Workspace
 
 logger = logging.getLogger(__name__)
@@ -249,10 +249,10 @@ class DockerExecutor:
     def check_message(self, message: CommandMessage) -> JobTerms:
         if message.test:
             return JobTerms()
-        if message.is_task:
-            for executor in message.executors:
+        if isinstance(message.work, ContainerTask):
+            for executor in message.work.executors:
                 self._check_image(executor.image)
-            self._limits(ServiceSpec(image=message.executors[0].image), message)
+            self._limits(ServiceSpec(image=message.work.executors[0].image), message)
             return JobTerms()
         spec = self.service_for(message)
         self._check_image(spec.image)
@@ -340,9 +340,10 @@ class DockerExecutor:
 
     # ----------------------------------------------------------------- running
     def run(self, request: ExecutionRequest) -> ExecutionResult:
-        if request.message.is_task:
+        task = request.message.work
+        if isinstance(task, ContainerTask):
             return self._guarded(
-                request, ServiceSpec(image=request.message.executors[0].image), self._run_task
+                request, ServiceSpec(image=task.executors[0].image), lambda r: self._run_task(r, task)
             )
         spec = self.service_for(request.message)
         return self._guarded(request, spec, lambda r: self._run_container(self._plain_run(spec, r), r))
@@ -380,7 +381,7 @@ class DockerExecutor:
             stderr=[request.stderr],
         )
 
-    def _run_task(self, request: ExecutionRequest) -> ExecutionResult:
+    def _run_task(self, request: ExecutionRequest, task: ContainerTask) -> ExecutionResult:
         """The executors of a container task in order, in one job dir; the first that fails
         stops the task unless it says ignore_error."""
         layout = request.task
@@ -394,7 +395,7 @@ class DockerExecutor:
         }
         logs: list[dict[str, Any]] = []
         result = ExecutionResult(exit_code=0, details={"executors": logs})
-        for index, executor in enumerate(request.message.executors):
+        for index, executor in enumerate(task.executors):
             spec = ServiceSpec(image=executor.image, network=self.settings.task_network)
             self.ensure_image(executor.image)
             label = f"executor {index}"

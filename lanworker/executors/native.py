@@ -24,7 +24,7 @@ from lanworker.executors.base import (
     JobTerms,
     feed_stdin,
 )
-from lanworker.message.command import CommandMessage
+from lanworker.message.command import CommandMessage, ContainerTask
 from lanworker.pipeline.workspace import PathMapper, Workspace
 from lanworker.storage.ranged import CHUNK_BYTES
 
@@ -130,7 +130,7 @@ class NativeExecutor:
         self.term_grace_s = term_grace_s
 
     def check_message(self, message: CommandMessage) -> JobTerms:
-        if message.is_task:
+        if isinstance(message.work, ContainerTask):
             raise InvalidMessage("a container task (executors) needs a docker worker: worker.py docker")
         return JobTerms()
 

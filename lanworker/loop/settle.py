@@ -1,4 +1,5 @@
-"""Settling finished jobs, in one thread: report, then delete, dead-letter or release.
+"""Settling finished jobs and translated events, in one thread: report, then delete,
+dead-letter or release.
 
 Invariants:
 - A message leaves the queue only after its result was delivered (or it was
@@ -145,6 +146,8 @@ class Settler:
             self.metrics.jobs.labels("released").inc()
             self._safely(self.queue.release, message, "release", outcome.error, outcome.delay_s)
             return False
+        if outcome.result is None:
+            return True  # nothing to report (a translated event): on to its delete
         outcome.result.receive_count = message.receive_count
         if isinstance(outcome, Delete) and outcome.requeue is not None:
             try:
@@ -158,14 +161,17 @@ class Settler:
         return True
 
     def _report(self, reporting: list[Decided]) -> list[Decided]:
-        """Deliver the results of these, all together; those delivered."""
-        results = []
+        """Deliver the results of these, all together; those delivered (or with none)."""
+        delivered, with_result, results = [], [], []
         for decided in reporting:
             assert isinstance(decided.outcome, (Delete, DeadLetter))
-            results.append((decided.outcome.result, decided.outcome.reply_to))
+            if decided.outcome.result is None:
+                delivered.append(decided)
+            else:
+                with_result.append(decided)
+                results.append((decided.outcome.result, decided.outcome.reply_to))
         errors = self.reporter.report(results) if results else []
-        delivered = []
-        for decided, (result, _), error in zip(reporting, results, errors, strict=True):
+        for decided, (result, _), error in zip(with_result, results, errors, strict=True):
             if error is None:
                 delivered.append(decided)
             else:
@@ -186,21 +192,25 @@ class Settler:
         if isinstance(outcome, DeadLetter):
             if self._safely(self.queue.dead_letter, decided.message, "dead-letter", outcome.reason):
                 self.metrics.jobs.labels(EventState.DEAD_LETTERED.value).inc()
-                self.events.publish(outcome.result.job_id, EventState.DEAD_LETTERED, reason=outcome.reason)
+                if outcome.result is not None:
+                    self.events.publish(
+                        outcome.result.job_id, EventState.DEAD_LETTERED, reason=outcome.reason
+                    )
             return False
         return True
 
     def _deleted(self, decided: Decided, error: Exception | None) -> None:
         assert isinstance(decided.outcome, Delete)
+        result = decided.outcome.result
         if error is None:
-            self.metrics.jobs.labels(decided.outcome.result.state).inc()
+            self.metrics.jobs.labels(result.state if result else "deleted").inc()
             return
         # The message will come back after its visibility timeout; nothing is lost.
         logger.error(
             "delete of message %s failed: %s",
             decided.message.message_id,
             error,
-            extra={"job_id": decided.outcome.result.job_id, "action": "delete"},
+            extra={"job_id": result.job_id if result else decided.message.message_id, "action": "delete"},
         )
 
     @staticmethod

@@ -168,7 +168,23 @@ class TaskOutput:
 
 
 @dataclass(frozen=True)
+class ContainerTask:
+    """The other job shape (GA4GH TES shaped): executors run in order in one workspace,
+    inputs placed at container paths, outputs collected from them."""
+
+    executors: tuple[TaskExecutor, ...]
+    inputs: tuple[TaskInput, ...] = ()
+    outputs: tuple[TaskOutput, ...] = ()
+    volumes: tuple[str, ...] = ()
+    upload_on_failure: bool = False
+
+
+@dataclass(frozen=True)
 class CommandMessage:
+    """One message: what every job has (its service, id, retry policy, env, ...) and its
+    work, one of the two job shapes: a `Command` (ordered arguments and streams, run by
+    either executor) or a `ContainerTask`."""
+
     service: str
     test: bool = False
     queue: str | None = None
@@ -179,18 +195,16 @@ class CommandMessage:
     resources: dict[str, Any] = field(default_factory=dict)
     retry: RetryPolicy | None = None
     attempt: int = 1
-    command: Command = field(default_factory=Command)
-    # A container task (GA4GH TES shaped) instead of `command`:
-    executors: tuple[TaskExecutor, ...] = ()
-    inputs: tuple[TaskInput, ...] = ()
-    outputs: tuple[TaskOutput, ...] = ()
-    volumes: tuple[str, ...] = ()
-    upload_on_failure: bool = False
+    work: Command | ContainerTask = field(default_factory=Command)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
-    def is_task(self) -> bool:
-        return bool(self.executors)
+
+OUTPUT_STREAMS: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
+
+
+def stream_spec(message: CommandMessage, name: Literal["stdin", "stdout", "stderr"]) -> Stream | None:
+    """Where a command's stream comes from or goes (a container task's are files)."""
+    return getattr(message.work, name) if isinstance(message.work, Command) else None
 
 
 def _stream(data: dict[str, Any] | None) -> Stream | None:
@@ -419,7 +433,6 @@ def from_document(document: dict[str, Any]) -> CommandMessage:
 
 def message_of(document: dict[str, Any]) -> CommandMessage:
     """The message a document holds; the document must match the schema (schema_errors)."""
-    command = document.get("command", {})
     retry = document.get("retry")
     return CommandMessage(
         service=document["service"],
@@ -438,17 +451,27 @@ def message_of(document: dict[str, Any]) -> CommandMessage:
         if retry
         else None,
         attempt=int(document.get("attempt", 1)),
-        command=Command(
-            stdin=_stream(command.get("stdin")),
-            stdout=_stream(command.get("stdout")),
-            stderr=_stream(command.get("stderr")),
-            arguments=tuple(
-                Argument(type=a["type"], name=a.get("name"), value=_argument_value(a.get("value")))
-                for a in command.get("arguments", [])
-            ),
-            input=tuple(command.get("input", [])),
-            output=tuple(command.get("output", [])),
+        work=_task_of(document) if "executors" in document else _command_of(document.get("command", {})),
+        raw=document,
+    )
+
+
+def _command_of(command: dict[str, Any]) -> Command:
+    return Command(
+        stdin=_stream(command.get("stdin")),
+        stdout=_stream(command.get("stdout")),
+        stderr=_stream(command.get("stderr")),
+        arguments=tuple(
+            Argument(type=a["type"], name=a.get("name"), value=_argument_value(a.get("value")))
+            for a in command.get("arguments", [])
         ),
+        input=tuple(command.get("input", [])),
+        output=tuple(command.get("output", [])),
+    )
+
+
+def _task_of(document: dict[str, Any]) -> ContainerTask:
+    return ContainerTask(
         executors=tuple(
             TaskExecutor(
                 image=e["image"],
@@ -460,7 +483,7 @@ def message_of(document: dict[str, Any]) -> CommandMessage:
                 env=dict(e.get("env", {})),
                 ignore_error=bool(e.get("ignore_error", False)),
             )
-            for e in document.get("executors", [])
+            for e in document["executors"]
         ),
         inputs=tuple(
             TaskInput(i["path"], i.get("url"), i.get("content"), i.get("type") == "DIRECTORY")
@@ -472,7 +495,6 @@ def message_of(document: dict[str, Any]) -> CommandMessage:
         ),
         volumes=tuple(document.get("volumes", [])),
         upload_on_failure=bool(document.get("upload_on_failure", False)),
-        raw=document,
     )
 
 

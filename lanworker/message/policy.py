@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 from lanworker.core.addresses import literal_address_refused
 from lanworker.core.config import WorkerConfig, is_local_queue
 from lanworker.message.command import (
+    Command,
     CommandMessage,
+    ContainerTask,
     checked_document,
     local_path,
     message_of,
@@ -95,8 +97,9 @@ class MessagePolicy:
                 found.append(f"$.reply_to: {problem}")
         allowed = (*self.allow_env, *extra_env)
         named = [(f"$.env.{name}", name) for name in message.env]
-        for index, executor in enumerate(message.executors):
-            named += [(f"$.executors[{index}].env.{name}", name) for name in executor.env]
+        if isinstance(message.work, ContainerTask):
+            for index, executor in enumerate(message.work.executors):
+                named += [(f"$.executors[{index}].env.{name}", name) for name in executor.env]
         for path, name in named:
             if is_dangerous_env(name) and not any(fnmatch.fnmatchcase(name, glob) for glob in allowed):
                 found.append(
@@ -160,7 +163,13 @@ def is_dangerous_env(name: str) -> bool:
 
 
 def _uris(message: CommandMessage) -> Iterator[tuple[str, str]]:
-    command = message.command
+    if isinstance(message.work, ContainerTask):
+        yield from _task_uris(message.work)
+    else:
+        yield from _command_uris(message.work)
+
+
+def _command_uris(command: Command) -> Iterator[tuple[str, str]]:
     for index, argument in enumerate(command.arguments):
         if argument.type in ("input", "output") and argument.value is not None:
             yield f"$.command.arguments[{index}].value", argument.value
@@ -172,8 +181,11 @@ def _uris(message: CommandMessage) -> Iterator[tuple[str, str]]:
         stream = getattr(command, name)
         if stream is not None and stream.type == "uri" and stream.value is not None:
             yield f"$.command.{name}.value", stream.value
-    for index, item in enumerate(message.inputs):
+
+
+def _task_uris(task: ContainerTask) -> Iterator[tuple[str, str]]:
+    for index, item in enumerate(task.inputs):
         if item.url is not None:
             yield f"$.inputs[{index}].url", item.url
-    for index, output in enumerate(message.outputs):
+    for index, output in enumerate(task.outputs):
         yield f"$.outputs[{index}].url", output.url

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lanworker.core.errors import JobFailed
-from lanworker.message.command import CommandMessage, TaskOutput
+from lanworker.message.command import OUTPUT_STREAMS, ContainerTask, TaskOutput, stream_spec
 from lanworker.pipeline.context import JobContext, StagedJob
 from lanworker.pipeline.workspace import TaskLayout
 from lanworker.storage import child_uri
@@ -38,16 +38,17 @@ def collect(job: JobContext, succeeded: bool) -> Collected:
     (then only what the command produced)."""
     message, staged = job.message, job.staged
     collected = Collected()
-    for name in ("stdout", "stderr"):
-        spec = getattr(message.command, name)
-        if spec is not None and spec.type == "uri":
+    for name in OUTPUT_STREAMS:
+        spec = stream_spec(message, name)
+        if spec is not None and spec.type == "uri" and spec.value:
             collected.files.append((PurePosixPath("streams", name), spec.value))
-    if not (succeeded or job.tools.config.upload_on_failure or message.upload_on_failure):
+    task = message.work if isinstance(message.work, ContainerTask) else None
+    if not (succeeded or job.tools.config.upload_on_failure or (task and task.upload_on_failure)):
         return collected
     uploads = collect_uploads(staged, job.workspace.root, produced_only=not succeeded)
     collected.files += uploads.files
-    if staged.task is not None:
-        found, skipped = collect_task_outputs(message, staged.task, produced_only=not succeeded)
+    if task is not None and staged.task is not None:
+        found, skipped = collect_task_outputs(task, staged.task, produced_only=not succeeded)
         collected.files += [(upload.relative, upload.url) for upload in found]
         collected.container_paths = {upload.url: upload.container_path for upload in found}
         uploads.skipped += skipped
@@ -117,7 +118,7 @@ class TaskUpload:
 
 
 def collect_task_outputs(
-    message: CommandMessage, layout: TaskLayout, produced_only: bool
+    task: ContainerTask, layout: TaskLayout, produced_only: bool
 ) -> tuple[list[TaskUpload], list[str]]:
     """Every output file (files, directories flattened, wildcard matches) and what was skipped.
 
@@ -126,7 +127,7 @@ def collect_task_outputs(
     """
     uploads: list[TaskUpload] = []
     skipped: list[str] = []
-    for index, output in enumerate(message.outputs):
+    for index, output in enumerate(task.outputs):
         label = f"output {index} ({output.path})"
         if output.has_wildcards:
             found, passed = _wildcard(output, layout, label)

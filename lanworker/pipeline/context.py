@@ -71,9 +71,9 @@ class PlannedUpload:
 
 @dataclass
 class StagedJob:
-    argv: list[str]
-    uploads: list[PlannedUpload]
-    output_prefixes: list[tuple[str, str]]  # (path prefix relative to the job dir, URI prefix)
+    argv: list[str] = field(default_factory=list)
+    uploads: list[PlannedUpload] = field(default_factory=list)
+    output_prefixes: list[tuple[str, str]] = field(default_factory=list)  # (dir-relative prefix, URI prefix)
     downloads: list[TransferRecord] = field(default_factory=list)
     task: TaskLayout | None = None  # a container task's mounts
 
@@ -88,7 +88,7 @@ class JobContext:
     workspace: Workspace
     watch: JobWatch
     result: JobResult
-    staged: StagedJob = field(default_factory=lambda: StagedJob(argv=[], uploads=[], output_prefixes=[]))
+    staged: StagedJob = field(default_factory=StagedJob)
 
     @property
     def job_id(self) -> str:

@@ -5,11 +5,11 @@ records what came back."""
 from __future__ import annotations
 
 import io
-from typing import IO
+from typing import IO, Literal
 
 from lanworker.core.states import EventState
 from lanworker.executors.base import CapturedStream, ExecutionRequest, ExecutionResult
-from lanworker.message.command import CommandMessage
+from lanworker.message.command import CommandMessage, stream_spec
 from lanworker.pipeline.context import JobContext, Phase
 from lanworker.pipeline.workspace import Workspace
 from lanworker.storage import Storage
@@ -54,7 +54,8 @@ def _run(job: JobContext) -> ExecutionResult:
 
 
 def open_stdin(message: CommandMessage, storage: Storage) -> IO[bytes] | None:
-    stdin = message.command.stdin
+    """A command's stdin (a container task's executors read theirs from files)."""
+    stdin = stream_spec(message, "stdin")
     if stdin is None:
         return None
     if stdin.type == "pipe":
@@ -66,8 +67,8 @@ def open_stdin(message: CommandMessage, storage: Storage) -> IO[bytes] | None:
 def make_sinks(
     message: CommandMessage, workspace: Workspace, cap_bytes: int
 ) -> tuple[CapturedStream, CapturedStream]:
-    def sink(name: str) -> CapturedStream:
-        spec = getattr(message.command, name)
+    def sink(name: Literal["stdout", "stderr"]) -> CapturedStream:
+        spec = stream_spec(message, name)
         spool = workspace.streams / name if spec is not None and spec.type == "uri" else None
         if spool is not None:
             spool.parent.mkdir(exist_ok=True)

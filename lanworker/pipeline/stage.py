@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lanworker.core.errors import JobFailed
 from lanworker.core.states import EventState
-from lanworker.message.command import CommandMessage, TaskInput
+from lanworker.message.command import Command, ContainerTask, TaskInput
 from lanworker.pipeline.context import JobContext, Phase, PlannedUpload, StagedJob
 from lanworker.pipeline.workspace import PathMapper, TaskLayout, Workspace, plan_layout, safe_relative, within
 from lanworker.storage import Storage, TransferRecord
@@ -26,11 +26,13 @@ def stage(job: JobContext) -> None:
     """Downloads every input of the job (a container task's too) and records what came in."""
     tools, transfers = job.tools, job.transfers()
     with Phase(job, EventState.STAGING):
-        mapper = tools.executor.path_mapper(job.workspace)
-        job.staged = stage_inputs(job.message, job.workspace, transfers, mapper)
-        if job.message.is_task:
-            job.staged.task = plan_layout(job.message, job.workspace)
-            job.staged.downloads += stage_task_inputs(job.message, job.staged.task, transfers)
+        work = job.message.work
+        if isinstance(work, ContainerTask):
+            layout = plan_layout(work, job.workspace)
+            job.staged = StagedJob(task=layout, downloads=stage_task_inputs(work, layout, transfers))
+        else:
+            mapper = tools.executor.path_mapper(job.workspace)
+            job.staged = stage_inputs(work, job.workspace, transfers, mapper)
     job.result.inputs = [record.as_dict() for record in job.staged.downloads]
     tools.metrics.bytes_staged.inc(sum(record.size for record in job.staged.downloads))
     job.watch.checkpoint()
@@ -41,10 +43,9 @@ def _argument_label(index: int, name: str | None, uri: str) -> str:
 
 
 def stage_inputs(
-    message: CommandMessage, workspace: Workspace, transfers: Transfers, path_mapper: PathMapper = str
+    command: Command, workspace: Workspace, transfers: Transfers, path_mapper: PathMapper = str
 ) -> StagedJob:
     """Download every input, prepare output locations, and resolve the argv tail."""
-    command = message.command
     downloads: dict[str, Path] = {}
     argv: list[str] = []
     uploads: list[PlannedUpload] = []
@@ -110,30 +111,28 @@ def stage_inputs(
     return StagedJob(argv=argv, uploads=uploads, output_prefixes=output_prefixes, downloads=records)
 
 
-def input_waves(message: CommandMessage) -> list[list[int]]:
+def input_waves(task: ContainerTask) -> list[list[int]]:
     """Input indexes in order, cut where an input overlaps one before it in the same wave
     (one at, inside or around the other's path): waves run one after another, so a later
     input wins where two write the same file, as TESK applies them; each wave in parallel."""
     waves: list[list[int]] = [[]]
-    for index, item in enumerate(message.inputs):
+    for index, item in enumerate(task.inputs):
         current = waves[-1]
-        if any(within(item.path, message.inputs[i].path) or within(message.inputs[i].path, item.path)
+        if any(within(item.path, task.inputs[i].path) or within(task.inputs[i].path, item.path)
                for i in current):  # fmt: skip
             waves.append([])
         waves[-1].append(index)
     return [wave for wave in waves if wave]
 
 
-def stage_task_inputs(
-    message: CommandMessage, layout: TaskLayout, transfers: Transfers
-) -> list[TransferRecord]:
+def stage_task_inputs(task: ContainerTask, layout: TaskLayout, transfers: Transfers) -> list[TransferRecord]:
     """Write content inputs, download url inputs (a DIRECTORY is a prefix, listed), wave
     by wave (input_waves): a later input overwrites what an earlier one put at its path."""
     records: list[TransferRecord] = []
-    for wave in input_waves(message):
+    for wave in input_waves(task):
         downloads: list[tuple[str, Path, int | None]] = []
         for index in wave:
-            downloads += _stage_input(index, message.inputs[index], layout, transfers.storage)
+            downloads += _stage_input(index, task.inputs[index], layout, transfers.storage)
         records += transfers.map(transfers.download, downloads)
     return records
 

@@ -31,7 +31,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from lanworker.core.errors import InvalidMessage, JobFailed
-from lanworker.message.command import CommandMessage, key_problem, local_path, uri_scheme
+from lanworker.message.command import ContainerTask, key_problem, local_path, uri_scheme
 from lanworker.storage import S3Location
 from lanworker.storage.safefs import create_beneath, open_beneath, remove_tree
 
@@ -162,16 +162,16 @@ class TaskLayout:
         return open_beneath(self.root, self.relative(host), label)
 
 
-def _writable_dirs(message: CommandMessage) -> list[str]:
-    wanted = [volume.rstrip("/") or "/" for volume in message.volumes]
-    for output in message.outputs:
+def _writable_dirs(task: ContainerTask) -> list[str]:
+    wanted = [volume.rstrip("/") or "/" for volume in task.volumes]
+    for output in task.outputs:
         if output.has_wildcards:
             wanted.append((output.path_prefix or "/").rstrip("/") or "/")
         elif output.is_directory:
             wanted.append(output.path.rstrip("/") or "/")
         else:
             wanted.append(posixpath.dirname(output.path))
-    for executor in message.executors:
+    for executor in task.executors:
         if executor.workdir:
             wanted.append(executor.workdir)
         for path in (executor.stdout, executor.stderr):
@@ -190,16 +190,16 @@ def within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def plan_layout(message: CommandMessage, workspace: Workspace) -> TaskLayout:
+def plan_layout(task: ContainerTask, workspace: Workspace) -> TaskLayout:
     """One bind mount per writable directory, one read-only mount per outermost input; an
     input at or inside another input's path (a FILE in a DIRECTORY input, or two inputs at
     one path) is placed in that input's tree, so nested inputs merge into one mount."""
     layout = TaskLayout(workspace.root)
-    for directory in _writable_dirs(message):
+    for directory in _writable_dirs(task):
         host = workspace.root / "task" / "fs" / directory.lstrip("/")
         host.mkdir(parents=True, exist_ok=True)
         layout.mounts.append(Mount(directory, host, read_only=False))
-    by_depth = sorted(enumerate(message.inputs), key=lambda pair: (pair[1].path.count("/"), pair[0]))
+    by_depth = sorted(enumerate(task.inputs), key=lambda pair: (pair[1].path.count("/"), pair[0]))
     for index, item in by_depth:
         if layout.readable_host(item.path) is None:
             host = workspace.root / "task" / "in" / str(index) / (posixpath.basename(item.path) or "input")

@@ -1,6 +1,8 @@
 """The translator: S3 event notifications in, command messages out, by rules.
 
-An event message is deleted only after every command it produced was sent. A crash in
+An event message is deleted only after every command it produced was sent: `handle`
+decides (an Outcome) and the worker's settler carries it out, under a lease kept by the
+worker's heartbeats, deletes batched as a worker's are. A crash in
 between re-sends on redelivery; each command carries a deduplication key (bucket, key,
 version/sequencer/etag, rule) as the `lanworker-dedup-key` attribute and, on FIFO
 targets, as MessageDeduplicationId, so consumers can drop duplicates. An event message that
@@ -25,9 +27,15 @@ from lanworker.core.errors import (
     TransientError,
 )
 from lanworker.core.logs import configure_logging
+from lanworker.core.outcomes import TRANSIENT_BACKOFF_S, DeadLetter, Delete, Outcome, Release
+from lanworker.loop.leases import Heartbeats, LeaseTerms
+from lanworker.loop.settle import Settler
 from lanworker.loop.signals import SignalFlag
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
-from lanworker.queues.receive import ReceiveLoop, ReceivePlan
+from lanworker.queues.base import MAX_BATCH
+from lanworker.queues.receive import ReceiveHooks, ReceiveLoop, ReceivePlan
+from lanworker.reporting.metrics import Metrics
+from lanworker.reporting.results import EventPublisher, Reports, ResultReporter
 from lanworker.translator.rules import RenderedCommand, RuleSet, synthetic_event
 from lanworker.translator.s3events import MalformedEvent, parse_notification
 
@@ -77,6 +85,9 @@ def commands_for(rules: RuleSet, body: str, counts: Counter[str]) -> list[Render
 
 
 class Translator:
+    """Decides what becomes of each event message (`handle` returns an Outcome); the
+    worker's settler (`loop.settle`) carries that out, under the worker's leases."""
+
     def __init__(self, rules: RuleSet, events: Queue, targets: QueueCache, config: WorkerConfig) -> None:
         self.rules = rules
         self.events = events
@@ -84,6 +95,7 @@ class Translator:
         self.config = config
         self.shutdown = threading.Event()
         self.counts: Counter[str] = Counter()
+        self.metrics = Metrics()
 
     def translate(self, body: str) -> list[RenderedCommand]:
         return translate_body(self.rules, body, self.counts).commands
@@ -100,26 +112,26 @@ class Translator:
             deduplication_id=command.deduplication_key,
         )
 
-    def handle(self, message: ReceivedMessage) -> None:
+    def handle(self, message: ReceivedMessage) -> Outcome:
+        """Send every command the event produces; Delete only once all were sent."""
         try:
             commands = self.translate(message.body)
         except InvalidMessage as exc:
-            self._dead_letter(message, str(exc))
-            return
+            return self._dead_letter(message, str(exc))
         try:
             for command in commands:
                 try:
                     self.send(command, message.message_id)
                 except MessageRefused as exc:
                     # The same event would render the same command: only a human can help.
-                    self._dead_letter(message, f"rule {command.rule.name}: {exc}")
-                    return
+                    return self._dead_letter(message, f"rule {command.rule.name}: {exc}")
+                job_id = json.loads(command.body).get("id")
                 logger.info(
                     "rule %s: sent %s to %s",
                     command.rule.name,
-                    json.loads(command.body).get("id"),
+                    job_id,
                     command.target_url,
-                    extra={"job_id": json.loads(command.body).get("id"), "action": "translated"},
+                    extra={"job_id": job_id, "action": "translated"},
                 )
         except (TransientError, QueueUnreachable) as exc:
             logger.error(
@@ -129,36 +141,49 @@ class Translator:
                 extra={"action": "released"},
             )
             self.counts["released"] += 1
-            self.events.release(message)
-            return
+            return Release(str(exc))
         self.counts["commands"] += len(commands)
-        self.events.delete(message)
+        return Delete()
 
-    def _dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+    def _dead_letter(self, message: ReceivedMessage, reason: str) -> DeadLetter:
         logger.error(
             "event message %s dead-lettered: %s", message.message_id, reason, extra={"action": "dead-letter"}
         )
         self.counts["dead-lettered"] += 1
-        self.events.dead_letter(message, reason)
+        return DeadLetter(why=reason)
 
     def run(self) -> None:
         self.events.check()
         config = self.config
-        ReceiveLoop(
-            self.events,
-            self._handle_safely,
-            ReceivePlan(1, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"),
-            self.shutdown,
-        ).run(config.grace_period_s, threading.Event(), lambda: None)
+        terms = LeaseTerms(
+            config.visibility_timeout_s, config.effective_heartbeat_s, config.max_job_runtime_s
+        )
+        heartbeats = Heartbeats(self.events, terms, threading.Event(), self.metrics)
+        reports = Reports(
+            ResultReporter(None, self.targets), EventPublisher(None, config.worker_id, self.targets)
+        )
+        settler = Settler(self.events, reports, heartbeats, self.metrics, backlog=MAX_BATCH)
+        try:
+            ReceiveLoop(
+                self.events,
+                lambda message: settler.settle(message, heartbeats.lease(message), self._outcome(message)),
+                ReceivePlan(1, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"),
+                self.shutdown,
+                ReceiveHooks(settling=settler.busy),
+            ).run(config.grace_period_s, threading.Event(), lambda: None)
+        finally:
+            settler.close()
+            heartbeats.close()
         logger.info("translator stopped: %s", dict(self.counts), extra={"action": "stop"})
 
-    def _handle_safely(self, message: ReceivedMessage) -> None:
+    def _outcome(self, message: ReceivedMessage) -> Outcome:
         try:
-            self.handle(message)
+            return self.handle(message)
         except Exception:
             logger.exception(
                 "unexpected error on event message %s; it will be redelivered", message.message_id
             )
+            return Release("unexpected error in the translator", TRANSIENT_BACKOFF_S)
 
 
 # --------------------------------------------------------------------- CLI

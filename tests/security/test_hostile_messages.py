@@ -147,7 +147,8 @@ def test_the_operator_may_allow_an_environment_name(run_job: RunJob) -> None:
 def test_values_that_would_crash_a_job_are_invalid_at_once(run_job: RunJob, body: str, fragment: str) -> None:
     with pytest.raises(InvalidMessage) as refused:
         message = messages.parse(body)
-        for argument in message.command.arguments:
+        assert isinstance(message.work, messages.Command)
+        for argument in message.work.arguments:
             if argument.value and argument.value.startswith("s3://"):
                 safe_relative(argument.value[5:], "t")
     assert fragment in str(refused.value)

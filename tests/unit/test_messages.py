@@ -18,10 +18,12 @@ def seed() -> dict:
 def test_seed_example_validates_and_parses_in_order() -> None:
     message = messages.parse(SEED.read_text())
     assert message.service == "my_service"
-    assert [a.type for a in message.command.arguments] == ["input", "parameter", "output"]
-    assert message.command.arguments[0].name == "--infile"
-    assert message.command.stdin is not None and message.command.stdin.value == "raw input data"
-    assert message.command.input == ("s3://bucket/path/to/some/input",)
+    command = message.work
+    assert isinstance(command, messages.Command)
+    assert [a.type for a in command.arguments] == ["input", "parameter", "output"]
+    assert command.arguments[0].name == "--infile"
+    assert command.stdin is not None and command.stdin.value == "raw input data"
+    assert command.input == ("s3://bucket/path/to/some/input",)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,9 @@ def test_parameter_values_become_strings_and_bare_flags_have_none() -> None:
             ]
         },
     }
-    arguments = messages.from_document(document).command.arguments
+    command = messages.from_document(document).work
+    assert isinstance(command, messages.Command)
+    arguments = command.arguments
     assert [a.value for a in arguments] == ["3", None, "true"]
 
 
@@ -127,7 +131,9 @@ def test_two_inputs_at_one_path_are_valid_and_staged_in_order() -> None:
         ],
     }
     assert messages.validate_document(task) == []
-    assert input_waves(messages.from_document(task)) == [[0, 1], [2, 3], [4]]
+    container_task = messages.from_document(task).work
+    assert isinstance(container_task, messages.ContainerTask)
+    assert input_waves(container_task) == [[0, 1], [2, 3], [4]]
 
 
 def test_a_bucket_is_not_an_object() -> None:

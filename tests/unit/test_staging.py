@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,12 @@ def make_workspace(tmp_path: Path) -> Workspace:
     workspace = Workspace(tmp_path / "job")
     workspace.create(for_containers=True)
     return workspace
+
+
+def command_of(document: dict[str, Any]) -> messages.Command:
+    command = messages.from_document(document).work
+    assert isinstance(command, messages.Command)
+    return command
 
 
 def test_s3_uris_mirror_bucket_and_key(tmp_path: Path) -> None:
@@ -80,7 +87,7 @@ def test_stage_local_inputs_sidecars_and_outputs(tmp_path: Path) -> None:
         },
     }
     workspace = make_workspace(tmp_path)
-    staged = stage_inputs(messages.from_document(document), workspace, Transfers(Storage(), 4))
+    staged = stage_inputs(command_of(document), workspace, Transfers(Storage(), 4))
     local_input = Path(staged.argv[1])
     assert staged.argv[0] == "--in" and staged.argv[2] == "--flag"
     assert sorted(p.name for p in local_input.parent.iterdir()) == ["poly.dbf", "poly.shp", "polygon.txt"]
@@ -98,7 +105,7 @@ def test_missing_output_and_symlinked_output_fail(tmp_path: Path) -> None:
         "command": {"arguments": [{"type": "output", "value": "s3://bucket/out.txt"}]},
     }
     workspace = make_workspace(tmp_path)
-    staged = stage_inputs(messages.from_document(document), workspace, Transfers(Storage(), 1))
+    staged = stage_inputs(command_of(document), workspace, Transfers(Storage(), 1))
     with pytest.raises(JobFailed, match="not produced"):
         collect_uploads(staged, workspace.root)
     os.symlink("/etc/passwd", staged.argv[0])
@@ -113,7 +120,7 @@ def test_missing_local_input_is_a_job_failure(tmp_path: Path) -> None:
         "command": {"arguments": [{"type": "input", "value": str(tmp_path / "nope.txt")}]},
     }
     with pytest.raises(JobFailed, match="not found"):
-        stage_inputs(messages.from_document(document), make_workspace(tmp_path), Transfers(Storage(), 1))
+        stage_inputs(command_of(document), make_workspace(tmp_path), Transfers(Storage(), 1))
 
 
 def test_workspace_removal_handles_read_only_dirs(tmp_path: Path) -> None:
