@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lanworker.core import exitcodes
 from tests.conftest import REPO_ROOT
-from tests.helpers.moto import MotoServer, free_port
-from tests.helpers.processes import answers, cli_env, start_cli, wait_until
+from tests.helpers.moto import MotoServer
+from tests.helpers.processes import cli_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the first run builds an image
 
@@ -96,28 +94,18 @@ class Snakemake:
 
 
 @pytest.fixture(scope="module")
-def snakemake(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snakemake]:
+def snakemake(
+    engine_tes_url: str, moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory
+) -> Snakemake:
     built = subprocess.run(
         ["bash", "scripts/snakemake-env.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800
     )
     assert built.returncode == 0, built.stderr[-4000:]
     image = built.stdout.strip().splitlines()[-1]
-    state = tmp_path_factory.mktemp("serve-snakemake")
-    port = free_port()
-    process = start_cli(
-        "serve", "--port", str(port), "--state-dir", str(state), "--work-root", str(state / "work"),
-        "--allow-image", "lanworker-test/*", "--workers", "4", "--wait-time-s", "1",
-        "--task-network", "host", "--log-format", "json",
-        env=cli_env(**moto_server.environment()), log_path=state / "serve.log",
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers(f"{url}/healthz"), 60, "serve to answer /healthz")
     workspace = tmp_path_factory.mktemp("github-workspace")
     (workspace / "funnel.log").write_text("")
-    yield Snakemake(REPO_ROOT / ".venv-snakemake" / "bin" / "snakemake", image, url, moto_server, workspace)
-    process.terminate()
-    assert process.wait(timeout=120) == exitcodes.EXIT_STOPPED
-    print((state / "serve.log").read_text()[-4000:])
+    executable = REPO_ROOT / ".venv-snakemake" / "bin" / "snakemake"
+    return Snakemake(executable, image, engine_tes_url, moto_server, workspace)
 
 
 def workflow(tmp_path: Path, snakefile: str) -> Path:
