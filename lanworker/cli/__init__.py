@@ -285,6 +285,11 @@ def _translate_parser(commands: Any) -> None:
     parser.add_argument("--queue", dest="queue_url", help="events queue (SQS URL or local:PATH#NAME)")
     parser.add_argument("--dead-letter-queue", dest="dead_letter_queue_url")
     parser.add_argument("--once", action="store_true", default=None)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="event messages handled at once (default 1; a FIFO events queue always 1)",
+    )
     parser.add_argument("--wait-time-s", type=int)
     parser.add_argument("--visibility-timeout-s", type=int)
     parser.add_argument("--log-format", choices=("json", "text"))

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
             "queue_url": args.queue_url,
             "dead_letter_queue_url": args.dead_letter_queue_url,
             "once": args.once,
+            "concurrency": args.concurrency,
             "wait_time_s": args.wait_time_s,
             "visibility_timeout_s": args.visibility_timeout_s,
             "log_format": args.log_format,

@@ -27,10 +27,13 @@ class ReceivedMessage:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message to send in a batch (results: a body and its attributes)."""
+    """A message to send in a batch: a body, its attributes and, for a FIFO queue, its
+    group and deduplication id."""
 
     body: str
     attributes: dict[str, str] = field(default_factory=dict)
+    group_id: str | None = None
+    deduplication_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -122,11 +122,7 @@ class LocalQueue:
         group_id: str | None = None,
         deduplication_id: str | None = None,
     ) -> str:
-        stored = dict(attributes or {})
-        if group_id:
-            stored["MessageGroupId"] = group_id
-        if deduplication_id:
-            stored["MessageDeduplicationId"] = deduplication_id
+        stored = _stored_attributes(Outgoing(body, attributes or {}, group_id, deduplication_id))
         with self._transaction() as db:
             return self._insert(db, body, stored, delay_s)
 
@@ -138,7 +134,7 @@ class LocalQueue:
         try:
             with self._transaction() as db:
                 for message in messages:
-                    self._insert(db, message.body, message.attributes)
+                    self._insert(db, message.body, _stored_attributes(message))
         except Exception as exc:
             return [exc for _ in messages]
         return [None for _ in messages]
@@ -323,3 +319,14 @@ class LocalQueue:
             total = db.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (self.name,)).fetchone()[0]
             dead = db.execute("SELECT COUNT(*) FROM dead_letters WHERE queue = ?", (self.name,)).fetchone()[0]
         return {"visible": visible, "in_flight": total - visible, "dead_letters": dead}
+
+
+def _stored_attributes(message: Outgoing) -> dict[str, str]:
+    """The attributes kept with a message; a FIFO group and deduplication id among them, as
+    SQS reports them back."""
+    stored = dict(message.attributes)
+    if message.group_id:
+        stored["MessageGroupId"] = message.group_id
+    if message.deduplication_id:
+        stored["MessageDeduplicationId"] = message.deduplication_id
+    return stored

@@ -321,13 +321,21 @@ class SqsQueue:
     def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         """Ten per call, and no more than MAX_BATCH_BYTES of payload, as deletes go."""
         entry: Callable[[Outgoing], dict[str, Any]] = lambda message: self._send_request(  # noqa: E731
-            message.body, message.attributes
+            message.body,
+            message.attributes,
+            group_id=message.group_id,
+            deduplication_id=message.deduplication_id,
         )
         call = BatchCall("send", "send_message_batch", entry, self._send_one, BACKOFF)
         return self._each_in_batches(messages, call, groups=_batches(messages))
 
     def _send_one(self, message: Outgoing) -> None:
-        self.send(message.body, message.attributes)
+        self.send(
+            message.body,
+            message.attributes,
+            group_id=message.group_id,
+            deduplication_id=message.deduplication_id,
+        )
 
     def _send_request(
         self,

@@ -32,7 +32,7 @@ from lanworker.loop.leases import Heartbeats, LeaseTerms
 from lanworker.loop.settle import Settler
 from lanworker.loop.signals import SignalFlag
 from lanworker.queues import Queue, QueueCache, ReceivedMessage, open_queue
-from lanworker.queues.base import MAX_BATCH
+from lanworker.queues.base import MAX_BATCH, Outgoing
 from lanworker.queues.receive import ReceiveHooks, ReceiveLoop, ReceivePlan
 from lanworker.reporting.metrics import Metrics
 from lanworker.reporting.results import EventPublisher, Reports, ResultReporter
@@ -95,22 +95,47 @@ class Translator:
         self.config = config
         self.shutdown = threading.Event()
         self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
         self.metrics = Metrics()
 
     def translate(self, body: str) -> list[RenderedCommand]:
-        return translate_body(self.rules, body, self.counts).commands
+        counts: Counter[str] = Counter()
+        commands = translate_body(self.rules, body, counts).commands
+        with self._counts_lock:
+            self.counts.update(counts)
+        return commands
 
-    def send(self, command: RenderedCommand, source: str) -> None:
-        self.targets.get(command.target_url).send(
-            command.body,
-            attributes={
-                DEDUP_ATTRIBUTE: command.deduplication_key,
-                RULE_ATTRIBUTE: command.rule.name,
-                SOURCE_ATTRIBUTE: source,
-            },
-            group_id=command.group_key,
-            deduplication_id=command.deduplication_key,
-        )
+    def send(self, target_url: str, commands: list[RenderedCommand], source: str) -> None:
+        """Send these commands to one target queue, ten per call. Raises MessageRefused
+        (naming the rule) for a command the queue refuses, or the first other error."""
+        outgoing = [
+            Outgoing(
+                command.body,
+                {
+                    DEDUP_ATTRIBUTE: command.deduplication_key,
+                    RULE_ATTRIBUTE: command.rule.name,
+                    SOURCE_ATTRIBUTE: source,
+                },
+                group_id=command.group_key,
+                deduplication_id=command.deduplication_key,
+            )
+            for command in commands
+        ]
+        errors = self.targets.get(target_url).send_batch(outgoing)
+        for command, error in zip(commands, errors, strict=True):
+            if isinstance(error, MessageRefused):
+                raise MessageRefused(f"rule {command.rule.name}: {error}") from error
+        for command, error in zip(commands, errors, strict=True):
+            if error is not None:
+                raise error
+            job_id = json.loads(command.body).get("id")
+            logger.info(
+                "rule %s: sent %s to %s",
+                command.rule.name,
+                job_id,
+                target_url,
+                extra={"job_id": job_id, "action": "translated"},
+            )
 
     def handle(self, message: ReceivedMessage) -> Outcome:
         """Send every command the event produces; Delete only once all were sent."""
@@ -118,21 +143,15 @@ class Translator:
             commands = self.translate(message.body)
         except InvalidMessage as exc:
             return self._dead_letter(message, str(exc))
+        by_target: dict[str, list[RenderedCommand]] = {}
+        for command in commands:
+            by_target.setdefault(command.target_url, []).append(command)
         try:
-            for command in commands:
-                try:
-                    self.send(command, message.message_id)
-                except MessageRefused as exc:
-                    # The same event would render the same command: only a human can help.
-                    return self._dead_letter(message, f"rule {command.rule.name}: {exc}")
-                job_id = json.loads(command.body).get("id")
-                logger.info(
-                    "rule %s: sent %s to %s",
-                    command.rule.name,
-                    job_id,
-                    command.target_url,
-                    extra={"job_id": job_id, "action": "translated"},
-                )
+            for target_url, group in by_target.items():
+                self.send(target_url, group, message.message_id)
+        except MessageRefused as exc:
+            # The same event would render the same command: only a human can help.
+            return self._dead_letter(message, str(exc))
         except (TransientError, QueueUnreachable) as exc:
             logger.error(
                 "target queue unreachable, releasing event message %s: %s",
@@ -140,16 +159,20 @@ class Translator:
                 exc,
                 extra={"action": "released"},
             )
-            self.counts["released"] += 1
+            self._count("released")
             return Release(str(exc))
-        self.counts["commands"] += len(commands)
+        self._count("commands", len(commands))
         return Delete()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._counts_lock:  # handlers run in several threads
+            self.counts[name] += amount
 
     def _dead_letter(self, message: ReceivedMessage, reason: str) -> DeadLetter:
         logger.error(
             "event message %s dead-lettered: %s", message.message_id, reason, extra={"action": "dead-letter"}
         )
-        self.counts["dead-lettered"] += 1
+        self._count("dead-lettered")
         return DeadLetter(why=reason)
 
     def run(self) -> None:
@@ -162,19 +185,28 @@ class Translator:
         reports = Reports(
             ResultReporter(None, self.targets), EventPublisher(None, config.worker_id, self.targets)
         )
-        settler = Settler(self.events, reports, heartbeats, self.metrics, backlog=MAX_BATCH)
+        concurrency = self.concurrency()
+        settler = Settler(self.events, reports, heartbeats, self.metrics, backlog=max(MAX_BATCH, concurrency))
         try:
             ReceiveLoop(
                 self.events,
                 lambda message: settler.settle(message, heartbeats.lease(message), self._outcome(message)),
-                ReceivePlan(1, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"),
+                ReceivePlan(
+                    concurrency, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"
+                ),
                 self.shutdown,
-                ReceiveHooks(settling=settler.busy),
+                # Translating is quick: hold a receive's worth beyond the free slots.
+                ReceiveHooks(settling=settler.busy, prefetch=lambda: MAX_BATCH),
             ).run(config.grace_period_s, threading.Event(), lambda: None)
         finally:
             settler.close()
             heartbeats.close()
         logger.info("translator stopped: %s", dict(self.counts), extra={"action": "stop"})
+
+    def concurrency(self) -> int:
+        """Event messages handled at once: --concurrency, but one for a FIFO events queue,
+        whose order within a group is the point of it."""
+        return 1 if (self.config.queue_url or "").endswith(".fifo") else self.config.concurrency
 
     def _outcome(self, message: ReceivedMessage) -> Outcome:
         try:

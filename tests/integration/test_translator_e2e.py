@@ -228,3 +228,31 @@ def test_fifo_target_drops_a_redelivered_event(moto_server, queue_factory, rules
     commands = SqsQueue(jobs).receive(10, 1, 30)
     assert len(commands) == 1, "MessageDeduplicationId made SQS drop the duplicate"
     assert SqsQueue(events).receive(10, 0, 30) == []
+
+
+def test_many_records_go_out_in_batches_each_once(moto_server, queue_factory, rules_file) -> None:
+    """Twelve records in one event, and four more events, four at once: each command once,
+    sent ten per SendMessageBatch to a FIFO queue (which needs each one's group and id)."""
+    events, dead = queue_factory(), queue_factory()
+    jobs = queue_factory(f"jobs-{uuid.uuid4().hex[:8]}.fifo", {"FifoQueue": "true"})
+    keys = [f"incoming/{event}-{index}.txt" for event in range(5) for index in range(12 if event == 0 else 1)]
+    records = {
+        key: {
+            "eventVersion": "2.1",
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b3"}, "object": {"key": key, "sequencer": f"{n:04X}"}},
+        }
+        for n, key in enumerate(keys)
+    }
+    SqsQueue(events).send(json.dumps({"Records": [records[key] for key in keys[:12]]}))
+    for key in keys[12:]:
+        SqsQueue(events).send(json.dumps({"Records": [records[key]]}))
+    completed = run_cli(
+        "translate", "--rules", str(rules_file("b3", jobs)), "--queue", events, "--dead-letter-queue", dead,
+        "--once", "--wait-time-s", "1", "--concurrency", "4", "--log-format", "json",
+        env=cli_env(**moto_server.environment()),
+    )  # fmt: skip
+    assert completed.returncode == cli.EXIT_OK, completed.stderr
+    values = sorted(body["command"]["arguments"][0]["value"] for body in receive_all(jobs))
+    assert values == sorted(f"s3://b3/{key}" for key in keys)
+    assert SqsQueue(events).receive(10, 0, 30) == [] and SqsQueue(dead).receive(10, 0, 30) == []

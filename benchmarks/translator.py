@@ -1,0 +1,146 @@
+"""Translator throughput: S3 event notifications in, command messages out, on SQS (a local
+moto_server), against a plain boto3 loop doing the same work (receive ten, parse, send each
+command, delete each event), in alternated rounds of one run.
+
+    .venv/bin/python benchmarks/translator.py [--events 1000] [--rounds 2]
+
+lanworker runs as `worker.py translate --once` runs it (in this process): commands sent ten
+per SendMessageBatch, deletes batched by the settler, --concurrency event messages at once.
+Ratios above 1 mean lanworker is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import boto3
+
+from lanworker.core.config import build_config
+from lanworker.queues import QueueCache, SqsQueue
+from lanworker.translator.loop import Translator
+from lanworker.translator.rules import Rule, RuleSet
+from tests.helpers.moto import MotoServer, apply_environment, free_port
+
+BUCKET = "bench"
+COMMAND = {"service": "tool", "command": {"arguments": [{"type": "input", "value": "{url}"}]}}
+
+
+def event(index: int, records: int) -> str:
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": BUCKET},
+                        "object": {"key": f"in/{index}-{n}.txt", "sequencer": f"{index:08X}{n:04X}"},
+                    },
+                }
+                for n in range(records)
+            ]
+        }
+    )
+
+
+def fill(sqs: Any, url: str, events: int, records: int) -> None:
+    for start in range(0, events, 10):
+        entries = [
+            {"Id": str(i), "MessageBody": event(i, records)} for i in range(start, min(events, start + 10))
+        ]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+
+def boto3_loop(sqs: Any, events_url: str, jobs_url: str, events: int) -> float:
+    """What a hand-written translator does: receive ten, one send per command, one delete per event."""
+    started = time.perf_counter()
+    done = 0
+    while done < events:
+        response = sqs.receive_message(QueueUrl=events_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            for record in json.loads(message["Body"])["Records"]:
+                url = f"s3://{record['s3']['bucket']['name']}/{record['s3']['object']['key']}"
+                body = {**COMMAND, "command": {"arguments": [{"type": "input", "value": url}]}}
+                sqs.send_message(QueueUrl=jobs_url, MessageBody=json.dumps(body))
+            sqs.delete_message(QueueUrl=events_url, ReceiptHandle=message["ReceiptHandle"])
+            done += 1
+    return time.perf_counter() - started
+
+
+def lanworker(events_url: str, jobs_url: str, concurrency: int) -> float:
+    rules = RuleSet([Rule("bench", BUCKET, jobs_url, COMMAND)], {})
+    config = build_config(
+        {
+            "mode": "client",
+            "queue_url": events_url,
+            "once": True,
+            "wait_time_s": 1,
+            "concurrency": concurrency,
+        },
+        {},
+    )
+    started = time.perf_counter()
+    Translator(rules, SqsQueue(events_url), QueueCache(), config).run()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=1, help="records (commands) per event")
+    parser.add_argument("--rounds", type=int, default=2, help="alternated rounds; medians are printed")
+    args = parser.parse_args()
+    logging.disable(logging.INFO)  # as --log-level WARNING: the loop logs nothing either
+    with tempfile.TemporaryDirectory() as scratch:
+        server = MotoServer(free_port(), Path(scratch) / "moto.log")
+        server.start()
+        apply_environment(server)
+        try:
+            sqs = boto3.client("sqs")
+            timings: dict[str, list[float]] = {}
+            for round_ in range(args.rounds):
+                for name, run in (
+                    (
+                        "boto3 loop (receive 10, send each, delete each)",
+                        lambda e, j: boto3_loop(sqs, e, j, args.events),
+                    ),
+                    ("lanworker translate --concurrency 1", lambda e, j: lanworker(e, j, 1)),
+                    ("lanworker translate --concurrency 4", lambda e, j: lanworker(e, j, 4)),
+                ):
+                    events_url = sqs.create_queue(
+                        QueueName=f"ev-{round_}-{len(timings.get(name, []))}-{abs(hash(name))}"
+                    )["QueueUrl"]
+                    jobs_url = sqs.create_queue(QueueName=f"jobs-{round_}-{abs(hash(name))}")["QueueUrl"]
+                    fill(sqs, events_url, args.events, args.records)
+                    timings.setdefault(name, []).append(run(events_url, jobs_url))
+                    sent = int(
+                        sqs.get_queue_attributes(
+                            QueueUrl=jobs_url, AttributeNames=["ApproximateNumberOfMessages"]
+                        )["Attributes"]["ApproximateNumberOfMessages"]
+                    )
+                    assert sent == args.events * args.records, (name, sent)
+        finally:
+            server.stop()
+    baseline = statistics.median(timings["boto3 loop (receive 10, send each, delete each)"])
+    print(
+        f"{args.events} events x {args.records} record(s) through SQS on moto_server; medians of {args.rounds} alternated rounds"
+    )
+    for name, values in timings.items():
+        seconds = statistics.median(values)
+        print(
+            f"  {name:<50} {args.events / seconds:8.1f} events/s  {baseline / seconds:5.2f}x the boto3 loop"
+        )
+
+
+if __name__ == "__main__":
+    main()
