@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 
-from benchmarks import byte_compile_lanworker
+from benchmarks import byte_compile_lanworker, moto_server
 from lanworker.core.config import build_config
 from lanworker.loop.assemble import build_worker
 from lanworker.queues import LocalQueue
-from tests.helpers.moto import MotoServer, apply_environment, free_port
 
 NAIVE = "naive loop (receive 1, run, delete)"
 BATCH = "batch loop (receive 10, parallel, batch delete)"
@@ -232,14 +231,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds; medians are printed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        server = MotoServer(free_port(), Path(scratch) / "moto.log")
-        server.start()
-        apply_environment(server)
-        try:
+        with moto_server(scratch):
             sqs = boto3.client("sqs")
             sqs_rounds = [sqs_round(sqs, args.jobs, str(r), scratch) for r in range(args.rounds)]
-        finally:
-            server.stop()
         # The same on the embedded queue, which separates the worker's own overhead from
         # moto_server's (a single Python process sharing the two cores).
         local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 
+from benchmarks import moto_server
 from lanworker.core.config import build_config
 from lanworker.queues import QueueCache, SqsQueue
 from lanworker.translator.loop import Translator
 from lanworker.translator.rules import Rule, RuleSet
-from tests.helpers.moto import MotoServer, apply_environment, free_port
 
 BUCKET = "bench"
 COMMAND = {"service": "tool", "command": {"arguments": [{"type": "input", "value": "{url}"}]}}
@@ -101,36 +101,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds; medians are printed")
     args = parser.parse_args()
     logging.disable(logging.INFO)  # as --log-level WARNING: the loop logs nothing either
-    with tempfile.TemporaryDirectory() as scratch:
-        server = MotoServer(free_port(), Path(scratch) / "moto.log")
-        server.start()
-        apply_environment(server)
-        try:
-            sqs = boto3.client("sqs")
-            timings: dict[str, list[float]] = {}
-            for round_ in range(args.rounds):
-                for name, run in (
-                    (
-                        "boto3 loop (receive 10, send each, delete each)",
-                        lambda e, j: boto3_loop(sqs, e, j, args.events),
-                    ),
-                    ("lanworker translate --concurrency 1", lambda e, j: lanworker(e, j, 1)),
-                    ("lanworker translate --concurrency 4", lambda e, j: lanworker(e, j, 4)),
-                ):
-                    events_url = sqs.create_queue(
-                        QueueName=f"ev-{round_}-{len(timings.get(name, []))}-{abs(hash(name))}"
-                    )["QueueUrl"]
-                    jobs_url = sqs.create_queue(QueueName=f"jobs-{round_}-{abs(hash(name))}")["QueueUrl"]
-                    fill(sqs, events_url, args.events, args.records)
-                    timings.setdefault(name, []).append(run(events_url, jobs_url))
-                    sent = int(
-                        sqs.get_queue_attributes(
-                            QueueUrl=jobs_url, AttributeNames=["ApproximateNumberOfMessages"]
-                        )["Attributes"]["ApproximateNumberOfMessages"]
-                    )
-                    assert sent == args.events * args.records, (name, sent)
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as scratch, moto_server(scratch):
+        sqs = boto3.client("sqs")
+        timings: dict[str, list[float]] = {}
+        for round_ in range(args.rounds):
+            for name, run in (
+                (
+                    "boto3 loop (receive 10, send each, delete each)",
+                    lambda e, j: boto3_loop(sqs, e, j, args.events),
+                ),
+                ("lanworker translate --concurrency 1", lambda e, j: lanworker(e, j, 1)),
+                ("lanworker translate --concurrency 4", lambda e, j: lanworker(e, j, 4)),
+            ):
+                events_url = sqs.create_queue(
+                    QueueName=f"ev-{round_}-{len(timings.get(name, []))}-{abs(hash(name))}"
+                )["QueueUrl"]
+                jobs_url = sqs.create_queue(QueueName=f"jobs-{round_}-{abs(hash(name))}")["QueueUrl"]
+                fill(sqs, events_url, args.events, args.records)
+                timings.setdefault(name, []).append(run(events_url, jobs_url))
+                sent = int(
+                    sqs.get_queue_attributes(
+                        QueueUrl=jobs_url, AttributeNames=["ApproximateNumberOfMessages"]
+                    )["Attributes"]["ApproximateNumberOfMessages"]
+                )
+                assert sent == args.events * args.records, (name, sent)
     baseline = statistics.median(timings["boto3 loop (receive 10, send each, delete each)"])
     print(
         f"{args.events} events x {args.records} record(s) through SQS on moto_server; medians of {args.rounds} alternated rounds"

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from lanworker.core import exitcodes
 from tests.conftest import REPO_ROOT
-from tests.helpers.moto import MotoServer, free_port
-from tests.helpers.processes import answers, cli_env, start_cli, wait_until
+from tests.helpers.moto import MotoServer
+from tests.helpers.serve_fixtures import running_serve
 
 BASE_IMAGE = "lanworker-base:bookworm"  # the project's debootstrap base: bash, coreutils, python3
 DEBIAN_IMAGE = "lanworker-test/debian:bookworm"
@@ -20,19 +19,8 @@ DEBIAN_IMAGE = "lanworker-test/debian:bookworm"
 @pytest.fixture(scope="session")
 def engine_tes_url(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     state = tmp_path_factory.mktemp("serve-engines")
-    port = free_port()
-    process = start_cli(
-        "serve", "--port", str(port), "--state-dir", str(state), "--work-root", str(state / "work"),
-        "--allow-image", "lanworker-test/*", "--workers", "4", "--wait-time-s", "1",
-        "--task-network", "host", "--log-format", "json",
-        env=cli_env(**moto_server.environment()), log_path=state / "serve.log",
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers(f"{url}/healthz"), 60, "serve to answer /healthz")
-    yield url
-    process.terminate()
-    assert process.wait(timeout=120) == exitcodes.EXIT_STOPPED
-    print((state / "serve.log").read_text()[-4000:])
+    with running_serve(moto_server, state, "--workers", "4", "--task-network", "host") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""A real `serve` with two embedded docker workers against moto_server, for a test module."""
+"""A real `serve` with embedded docker workers against moto_server, for a test module."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -11,22 +13,28 @@ from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import answers, cli_env, start_cli, wait_until
 
 
-@pytest.fixture(scope="module")
-def tes_url(
-    moto_server: MotoServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    state = tmp_path_factory.mktemp("serve")
+@contextmanager
+def running_serve(moto_server: MotoServer, state: Path, *flags: str) -> Iterator[str]:
+    """`worker.py serve` on a free port with its state in `state`, admitting the test
+    images; yields its URL, and at the end checks that it stopped as it should."""
     port = free_port()
     process = start_cli(
         "serve", "--port", str(port), "--state-dir", str(state), "--work-root", str(state / "work"),
-        "--allow-image", "lanworker-test/*", "--workers", "2", "--wait-time-s", "1",
-        "--heartbeat-interval-s", "1", "--log-format", "json",
+        "--allow-image", "lanworker-test/*", "--wait-time-s", "1", "--log-format", "json", *flags,
         env=cli_env(**moto_server.environment()), log_path=state / "serve.log",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-
     wait_until(lambda: answers(f"{url}/healthz"), 60, "serve to answer /healthz")
     yield url
     process.terminate()
     assert process.wait(timeout=120) == exitcodes.EXIT_STOPPED
     print((state / "serve.log").read_text()[-4000:])
+
+
+@pytest.fixture(scope="module")
+def tes_url(
+    moto_server: MotoServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    state = tmp_path_factory.mktemp("serve")
+    with running_serve(moto_server, state, "--workers", "2", "--heartbeat-interval-s", "1") as url:
+        yield url
