@@ -86,7 +86,12 @@ class InMemoryQueue:
         errors: list[Exception | None] = []
         for message in messages:
             try:
-                self.send(message.body, message.attributes)
+                self.send(
+                    message.body,
+                    message.attributes,
+                    group_id=message.group_id,
+                    deduplication_id=message.deduplication_id,
+                )
                 errors.append(None)
             except Exception as exc:
                 errors.append(exc)

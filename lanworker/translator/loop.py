@@ -195,8 +195,7 @@ class Translator:
                     concurrency, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"
                 ),
                 self.shutdown,
-                # Translating is quick: hold a receive's worth beyond the free slots.
-                ReceiveHooks(settling=settler.busy, prefetch=lambda: MAX_BATCH),
+                ReceiveHooks(settling=settler.busy),
             ).run(config.grace_period_s, threading.Event(), lambda: None)
         finally:
             settler.close()
