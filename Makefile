@@ -33,7 +33,7 @@ benchmark: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/staging.py
 	$(PY) benchmarks/throughput.py
-	$(PY) benchmarks/status_page.py
+	$(PY) benchmarks/front_door.py --store sqlite
 
 clean:
 	rm -rf $(VENV) .venv-3.10 .venv-3.13 demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ processes sharing one SQLite file, every job exactly once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
 
-from benchmarks import byte_compile_lanworker, moto_server
+from benchmarks import ROOT, byte_compile_lanworker, moto_server
 from lanworker.core.config import build_config
 from lanworker.loop.assemble import build_worker
 from lanworker.queues import LocalQueue
@@ -73,15 +74,59 @@ def batch_loop(sqs: object, url: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+SHARED_SCRIPT = 'echo "$0" >> "$1"'  # sh -c SCRIPT ID FILE: each job appends its id to one file
+NAIVE_PROCESS = """
+import json, subprocess, sys
+from lanworker.queues import LocalQueue
+queue = LocalQueue(sys.argv[1])
+while batch := queue.receive(1, 0, 300):
+    for message in batch:
+        job = json.loads(message.body)
+        subprocess.run(["sh", "-c", *(a["value"] for a in job["command"]["arguments"])], check=False)
+        queue.delete(message)
+"""
+
+
+def shared_queue(scratch: str, jobs: int, tag: str) -> tuple[LocalQueue, Path]:
+    """A queue of `jobs` messages, each appending its id to one file (as the issue's jobs do)."""
+    queue = LocalQueue(f"local:{scratch}/shared{tag}.db#jobs")
+    ledger = Path(scratch) / f"ledger{tag}.txt"
+    for index in range(jobs):
+        arguments = [
+            {"type": "parameter", "value": value} for value in (SHARED_SCRIPT, f"j{index}", str(ledger))
+        ]
+        queue.send(json.dumps({"id": f"j{index}", "service": "sh", "command": {"arguments": arguments}}))
+    return queue, ledger
+
+
+def each_once(ledger: Path, jobs: int) -> tuple[int, int]:
+    """(ids written exactly once, ids written more than once) in the ledger."""
+    counts: dict[str, int] = {}
+    for line in ledger.read_text().split():
+        counts[line] = counts.get(line, 0) + 1
+    return sum(1 for n in counts.values() if n == 1), sum(1 for n in counts.values() if n > 1)
+
+
+def naive_processes_on_one_file(scratch: str, jobs: int, processes: int, tag: str) -> tuple[float, int, int]:
+    """The baseline for processes_on_one_file: `processes` naive loops (receive one, run
+    the same command, delete) on one SQLite queue."""
+    queue, ledger = shared_queue(scratch, jobs, f"n{tag}")
+    started = time.perf_counter()
+    loops = [
+        subprocess.Popen([sys.executable, "-c", NAIVE_PROCESS, queue.url], cwd=ROOT) for _ in range(processes)
+    ]
+    for loop in loops:
+        loop.wait()
+    return (time.perf_counter() - started, *each_once(ledger, jobs))
+
+
 def processes_on_one_file(
     scratch: str, jobs: int, processes: int, concurrency: int, tag: str = ""
 ) -> tuple[float, int, int]:
-    """(seconds, jobs with exactly one result, jobs with more) for worker processes sharing one SQLite file."""
-    queue = LocalQueue(f"local:{scratch}/shared{tag}.db#jobs")
-    for index in range(jobs):
-        queue.send(json.dumps({"id": f"j{index}", "service": "true", "command": {"arguments": []}}))
+    """(seconds, jobs run exactly once, jobs run more than once) for worker processes
+    sharing one SQLite file, each job delivering a result."""
+    queue, ledger = shared_queue(scratch, jobs, tag)
     results = f"local:{scratch}/shared{tag}.db#results"
-    root = Path(__file__).resolve().parents[1]
     started = time.perf_counter()
     workers = [
         subprocess.Popen(
@@ -103,9 +148,10 @@ def processes_on_one_file(
                 "--log-level",
                 "WARNING",
                 "--",
-                "true",
+                "sh",
+                "-c",
             ],
-            cwd=root,
+            cwd=ROOT,
             stderr=subprocess.DEVNULL,
         )
         for index in range(processes)
@@ -113,14 +159,14 @@ def processes_on_one_file(
     for worker in workers:
         worker.wait()
     elapsed = time.perf_counter() - started
-    seen: dict[str, int] = {}
+    delivered = 0
     reader = LocalQueue(results)
     while batch := reader.receive(10, 0, 60):
-        for message in batch:
-            job = json.loads(message.body)["job_id"]
-            seen[job] = seen.get(job, 0) + 1
-            reader.delete(message)
-    return elapsed, sum(1 for n in seen.values() if n == 1), sum(1 for n in seen.values() if n > 1)
+        delivered += len(batch)
+        reader.delete_batch(batch)
+    if delivered != jobs:
+        raise SystemExit(f"{delivered} results for {jobs} jobs")
+    return (elapsed, *each_once(ledger, jobs))
 
 
 def naive_local_loop(queue: LocalQueue, count: int, command: tuple[str, ...] = ("true",)) -> float:
@@ -229,18 +275,25 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--shared-jobs", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds; medians are printed")
+    parser.add_argument("--shared-only", action="store_true", help="only the processes sharing one file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        with moto_server(scratch):
-            sqs = boto3.client("sqs")
-            sqs_rounds = [sqs_round(sqs, args.jobs, str(r), scratch) for r in range(args.rounds)]
+        sqs_rounds: list[dict[str, float]] = []
+        local_rounds: list[dict[str, float]] = []
+        working_rounds: list[dict[str, float]] = []
+        with moto_server(scratch) if not args.shared_only else contextlib.nullcontext():
+            if not args.shared_only:
+                sqs = boto3.client("sqs")
+                sqs_rounds = [sqs_round(sqs, args.jobs, str(r), scratch) for r in range(args.rounds)]
         # The same on the embedded queue, which separates the worker's own overhead from
         # moto_server's (a single Python process sharing the two cores).
-        local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
-        working_rounds = [working_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
-        shared = [
-            processes_on_one_file(f"{scratch}", args.shared_jobs, 4, 4, str(r)) for r in range(args.rounds)
-        ]
+        if not args.shared_only:
+            local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
+            working_rounds = [working_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
+        shared, naive_shared = [], []
+        for r in range(args.rounds):
+            naive_shared.append(naive_processes_on_one_file(scratch, args.shared_jobs, 4, str(r)))
+            shared.append(processes_on_one_file(scratch, args.shared_jobs, 4, 4, str(r)))
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.rounds} alternated rounds"
     )
@@ -252,6 +305,8 @@ def main() -> int:
             working_rounds,
         ),
     ):
+        if not rounds:
+            continue
         rates = median_rates(args.jobs, rounds)
         print(f"{args.jobs} {title}")
         for name, rate in rates.items():
@@ -259,11 +314,17 @@ def main() -> int:
             if BATCH in rates and name != BATCH:
                 ratios += f", {rate / rates[BATCH]:5.2f}x batch loop"
             print(f"  {name:48s} {rate:8.1f} jobs/s  {ratios}")
-    rate = args.shared_jobs / statistics.median(elapsed for elapsed, _, _ in shared)
-    once = min(exactly for _, exactly, _ in shared)
-    more = max(extra for _, _, extra in shared)
-    print(f"{args.shared_jobs} jobs, 4 worker processes x concurrency 4 on one SQLite file")
-    print(f"  {rate:8.1f} jobs/s; exactly once (worst round): {once}, more than once: {more}")
+    print(f"{args.shared_jobs} jobs (sh -c 'echo ID >> file') on one SQLite file")
+    naive_rate = args.shared_jobs / statistics.median(elapsed for elapsed, _, _ in naive_shared)
+    for name, found in (
+        ("4 naive loops (receive 1, run, delete)", naive_shared),
+        ("lanworker, 4 processes x c=4", shared),
+    ):
+        rate = args.shared_jobs / statistics.median(elapsed for elapsed, _, _ in found)
+        once, more = min(exactly for _, exactly, _ in found), max(extra for _, _, extra in found)
+        print(
+            f"  {name:40s} {rate:8.1f} jobs/s  {rate / naive_rate:5.2f}x naive; exactly once (worst round): {once}, more: {more}"
+        )
     return 0
 
 

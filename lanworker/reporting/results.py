@@ -164,7 +164,7 @@ class EventPublisher:
             "timestamp": time.time(),
             **details,
         }
-        logger.info("state: %s", state, extra={"job_id": job_id, "action": state.value})
+        logger.debug("state: %s", state, extra={"job_id": job_id, "action": state.value})
         if not self.target:
             return
         try:

@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lanworker.tes.models import FINAL_STATES, State
-from lanworker.tes.store import Record, RecordFilter, TaskStore
+from lanworker.tes.store import Record, RecordFilter, TaskStore, Touch
+from lanworker.tes.store.records import parse_rfc3339
 
 ACTIVE_STATES = tuple(state.value for state in State if state not in FINAL_STATES and state != State.UNKNOWN)
+CHART_MINUTES = 60
+ACTIVITY_TASKS = 2000  # the workers list and the chart read the tasks changed last, this many
 STATE_ORDER = (
     "QUEUED",
     "INITIALIZING",
@@ -47,23 +50,12 @@ class JobRow:
         return asdict(self)
 
 
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    import datetime
-
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def duration_s(record: Record, now: float | None = None) -> float | None:
     log = record.get("log") or {}
-    started = _parse_time(log.get("start_time"))
+    started = parse_rfc3339(log.get("start_time"))
     if started is None:
         return None
-    ended = _parse_time(log.get("end_time"))
+    ended = parse_rfc3339(log.get("end_time"))
     return max(0.0, (ended if ended is not None else (now or time.time())) - started)
 
 
@@ -135,50 +127,38 @@ def detail(record: Record) -> dict[str, Any]:
     }
 
 
-def recent(store: TaskStore, limit: int = 500) -> list[Record]:
-    records, _ = store.page(lambda record: True, limit, None)
-    return records
-
-
 def workers_seen(
-    records: list[Record], within_s: float = 900.0, now: float | None = None
+    touches: list[Touch], within_s: float = 900.0, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Workers that published an event in the last within_s, newest first, with job counts."""
+    """Workers whose jobs changed in the last within_s, newest first, with job counts."""
     now = now or time.time()
     last: dict[str, float] = {}
     jobs: Counter[str] = Counter()
-    for record in records:
-        seen_here: set[str] = set()
-        for event in record.get("events") or []:
-            worker = event.get("worker_id")
-            if worker and now - float(event.get("time", 0)) <= within_s:
-                last[worker] = max(last.get(worker, 0.0), float(event["time"]))
-                seen_here.add(worker)
-        jobs.update(seen_here)
+    for touch in touches:
+        if touch.worker and now - touch.updated_at <= within_s:
+            last[touch.worker] = max(last.get(touch.worker, 0.0), touch.updated_at)
+            jobs[touch.worker] += 1
     return [
         {"worker": worker, "last_seen_s_ago": round(now - seen, 1), "jobs": jobs[worker]}
         for worker, seen in sorted(last.items(), key=lambda item: -item[1])
     ]
 
 
-def finished_per_minute(records: list[Record], minutes: int = 60, now: float | None = None) -> list[int]:
+def finished_per_minute(touches: list[Touch], minutes: int = 60, now: float | None = None) -> list[int]:
     """Jobs that reached a final state in each of the last `minutes` minutes, oldest first."""
     now = now or time.time()
     buckets = [0] * minutes
-    for record in records:
-        if record["state"] not in {state.value for state in FINAL_STATES}:
+    for touch in touches:
+        if touch.ended_at is None:
             continue
-        ended = _parse_time((record.get("log") or {}).get("end_time"))
-        if ended is None:
-            continue
-        age_min = int((now - ended) // 60)
+        age_min = int((now - touch.ended_at) // 60)
         if 0 <= age_min < minutes:
             buckets[minutes - 1 - age_min] += 1
     return buckets
 
 
 def overview(store: TaskStore, queue_depth: Callable[[], dict[str, int]] | None) -> dict[str, Any]:
-    records = recent(store)
+    touches = store.touched_since(time.time() - CHART_MINUTES * 60, ACTIVITY_TASKS)
     depth: dict[str, int] | None = None
     if queue_depth is not None:
         try:
@@ -188,8 +168,8 @@ def overview(store: TaskStore, queue_depth: Callable[[], dict[str, int]] | None)
     return {
         "counts": counts(store),
         "queue": depth,
-        "workers": workers_seen(records),
-        "finished_per_minute": finished_per_minute(records),
+        "workers": workers_seen(touches),
+        "finished_per_minute": finished_per_minute(touches, CHART_MINUTES),
     }
 
 

@@ -186,13 +186,16 @@ CALLS = {
     "publish(": "sns:Publish",
     "describe_table": "dynamodb:DescribeTable", "create_table": "dynamodb:CreateTable",
     "get_item": "dynamodb:GetItem", "put_item": "dynamodb:PutItem", "delete_item": "dynamodb:DeleteItem",
-    "query(": "dynamodb:Query", '"scan"': "dynamodb:Scan",
+    "query(": "dynamodb:Query", '"scan"': "dynamodb:Scan", "batch_get_item": "dynamodb:BatchGetItem",
+    "batch_write_item": "dynamodb:BatchWriteItem",
+    # TransactWriteItems is authorised per item: each Put, Update and Delete in it
+    '"Put":': "dynamodb:PutItem", '"Update":': "dynamodb:UpdateItem", '"Delete":': "dynamodb:DeleteItem",
 }  # fmt: skip
 # Which code each component runs against AWS (modules, or one function's source).
 COMPONENTS = {
     "worker": ["storage/__init__.py", "storage/s3direct.py", "queues/sqs.py", "reporting/results.py"],
     "translator": ["queues/sqs.py"],
-    "serve": ["tes/store.py", "queues/sqs.py", ('"PUT", bucket', "request_cancel")],
+    "serve": ["tes/store/dynamo.py", "queues/sqs.py", ('"PUT", bucket', "request_cancel")],
 }
 
 
