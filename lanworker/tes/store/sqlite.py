@@ -152,7 +152,7 @@ class SqliteTaskStore:
             changed = change(current)
             if changed is None:
                 return current
-            if row is None:
+            if current is None:
                 _insert(db, changed)
                 return changed
             db.execute(
@@ -160,7 +160,7 @@ class SqliteTaskStore:
                 "WHERE seq = ?",
                 (json.dumps(changed), changed["state"], changed.get("name"), *touch_of(changed), row[0]),
             )
-            if index_terms(changed) != index_terms(current):  # type: ignore[arg-type]
+            if index_terms(changed) != index_terms(current):
                 _forget_terms(db, [row[0]])
                 _write_terms(db, row[0], changed)
             return changed
