@@ -72,18 +72,10 @@ def task(index: int, total: int, now: float) -> Record:
 
 def fill(url: str, total: int) -> None:
     store = open_store(url)
+    assert isinstance(store, SqliteTaskStore | DynamoTaskStore)  # both bulk-load
     now = time.time()
-    records = (task(index, total, now) for index in range(total))
-    if isinstance(store, SqliteTaskStore):
-        batch: list[Record] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == 5000:
-                store.create_many(batch)
-                batch = []
-        store.create_many(batch)
-    elif isinstance(store, DynamoTaskStore):
-        store.create_many(list(records))
+    for start in range(0, total, 5000):  # a bounded batch in memory at a time
+        store.create_many([task(index, total, now) for index in range(start, min(total, start + 5000))])
 
 
 def requests_to_time(total: int) -> dict[str, str]:

@@ -9,7 +9,6 @@ processes sharing one SQLite file, every job exactly once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -281,13 +280,12 @@ def main() -> int:
         sqs_rounds: list[dict[str, float]] = []
         local_rounds: list[dict[str, float]] = []
         working_rounds: list[dict[str, float]] = []
-        with moto_server(scratch) if not args.shared_only else contextlib.nullcontext():
-            if not args.shared_only:
+        if not args.shared_only:
+            with moto_server(scratch):
                 sqs = boto3.client("sqs")
                 sqs_rounds = [sqs_round(sqs, args.jobs, str(r), scratch) for r in range(args.rounds)]
-        # The same on the embedded queue, which separates the worker's own overhead from
-        # moto_server's (a single Python process sharing the two cores).
-        if not args.shared_only:
+            # The same on the embedded queue, which separates the worker's own overhead from
+            # moto_server's (a single Python process sharing the two cores).
             local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
             working_rounds = [working_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
         shared, naive_shared = [], []

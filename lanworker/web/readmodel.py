@@ -144,7 +144,9 @@ def workers_seen(
     ]
 
 
-def finished_per_minute(touches: list[Touch], minutes: int = 60, now: float | None = None) -> list[int]:
+def finished_per_minute(
+    touches: list[Touch], minutes: int = CHART_MINUTES, now: float | None = None
+) -> list[int]:
     """Jobs that reached a final state in each of the last `minutes` minutes, oldest first."""
     now = now or time.time()
     buckets = [0] * minutes
@@ -169,7 +171,7 @@ def overview(store: TaskStore, queue_depth: Callable[[], dict[str, int]] | None)
         "counts": counts(store),
         "queue": depth,
         "workers": workers_seen(touches),
-        "finished_per_minute": finished_per_minute(touches, CHART_MINUTES),
+        "finished_per_minute": finished_per_minute(touches),
     }
 
 

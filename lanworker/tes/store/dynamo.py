@@ -26,6 +26,7 @@ import contextlib
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -211,11 +212,9 @@ class DynamoTaskStore:
             while requests:
                 response = self.client.batch_write_item(RequestItems={self.table: requests})
                 requests = response.get("UnprocessedItems", {}).get(self.table, [])
-        totals: dict[str, int] = {}
-        for record in records:
-            totals[record["state"]] = totals.get(record["state"], 0) + 1
+        totals = Counter(record["state"] for record in records)
         if totals:
-            self._transact([self._count(totals)])
+            self._transact([self._count(dict(totals))])
 
     def _puts(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"Put": {"TableName": self.table, "Item": item}} for item in items]
@@ -344,7 +343,7 @@ class DynamoTaskStore:
         if walk.index == "newest" and walk.filter and ":p" in walk.values:
             few = self._few_named(walk.values[":p"]["S"], bound)
             if few is not None:
-                yield from self._resolved([(key, task_id) for key, task_id in few])
+                yield from self._resolved(few)
                 return
         request: dict[str, Any] = {
             "TableName": self.table,

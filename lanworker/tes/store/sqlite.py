@@ -192,9 +192,7 @@ class SqliteTaskStore:
             ).fetchall()
             seqs = [seq for (seq,) in rows]
             _forget_terms(db, seqs)
-            for start in range(0, len(seqs), 500):
-                chunk = seqs[start : start + 500]
-                db.execute(f"DELETE FROM tasks WHERE seq IN ({', '.join('?' for _ in chunk)})", chunk)
+            _delete_in(db, "DELETE FROM tasks WHERE seq IN ({})", seqs)
             return len(seqs)
 
     def page(
@@ -217,13 +215,14 @@ class SqliteTaskStore:
 
     def _plan(self, wanted: RecordFilter) -> Read:
         """The read driven by the filter with the fewest matches (see the module's doc)."""
-        drivers = self._drivers(wanted)
+        conditions = _conditions(wanted)
+        drivers = self._drivers(wanted, conditions)
         matches = {name: self._probe(*counting) for name, (_, counting) in drivers.items()}
         counted = sorted(drivers, key=lambda name: (matches[name], not drivers[name][0].ordered))
         usable = [name for name in counted if matches[name] < PROBE_ROWS or drivers[name][0].ordered]
         chosen = usable[0] if usable else None
         read = drivers[chosen][0] if chosen else Read("tasks t INDEXED BY tasks_newest", "t")
-        for name, condition in _conditions(wanted).items():
+        for name, condition in conditions.items():
             if name != chosen:
                 read.require(*condition)
         return read
@@ -233,7 +232,9 @@ class SqliteTaskStore:
         bounded = f"SELECT COUNT(*) FROM ({sql} LIMIT {PROBE_ROWS})"
         return int(self._db().execute(bounded, params).fetchone()[0])
 
-    def _drivers(self, wanted: RecordFilter) -> dict[str, tuple[Read, tuple[str, list[Any]]]]:
+    def _drivers(
+        self, wanted: RecordFilter, conditions: dict[str, tuple[Any, ...]]
+    ) -> dict[str, tuple[Read, tuple[str, list[Any]]]]:
         """Each filter's driving read, with the query that counts its index entries."""
         drivers: dict[str, tuple[Read, tuple[str, list[Any]]]] = {}
         if wanted.state:
@@ -253,7 +254,7 @@ class SqliteTaskStore:
             low, high = _prefix_range(wanted.name_prefix)
             read = Read("tasks t INDEXED BY tasks_by_name", "t", ordered=False)
             read.require("t.name >= ? AND t.name < ?", low, high)
-            read.require(*_conditions(wanted)["name"])
+            read.require(*conditions["name"])  # the range is a superset: the exact check
             drivers["name"] = (read, ("SELECT 1 FROM tasks WHERE name >= ? AND name < ?", [low, high]))
         if self._search_indexed and len(wanted.needle()) >= 3:  # shorter: not in the index
             phrase = '"' + wanted.needle().replace('"', '""') + '"'
@@ -304,11 +305,15 @@ def _write_terms(db: sqlite3.Connection, seq: int, record: Record) -> None:
 
 
 def _forget_terms(db: sqlite3.Connection, seqs: list[int]) -> None:
+    _delete_in(db, "DELETE FROM task_tags WHERE task IN ({})", seqs)
+    _delete_in(db, "DELETE FROM task_search WHERE rowid IN ({})", seqs)
+
+
+def _delete_in(db: sqlite3.Connection, statement: str, seqs: list[int]) -> None:
+    """statement ("... IN ({})") for seqs, 500 at a time (SQLite bounds a statement's parameters)."""
     for start in range(0, len(seqs), 500):
         chunk = seqs[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        db.execute(f"DELETE FROM task_tags WHERE task IN ({marks})", chunk)
-        db.execute(f"DELETE FROM task_search WHERE rowid IN ({marks})", chunk)
+        db.execute(statement.format(", ".join("?" for _ in chunk)), chunk)
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
