@@ -134,11 +134,12 @@ def fetcher(session: requests.Session, base: str, path: str) -> Callable[[], Non
 
 
 @contextmanager
-def serving(store_url: str, state: str) -> Iterator[tuple[str, int]]:
+def serving(store_url: str, state: str, *flags: str) -> Iterator[tuple[str, int]]:
+    """A `serve` on the store (API only unless flags name --workers); its URL and pid."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "worker.py", "serve", "--workers", "0", "--port", str(port), "--state-dir", state,
-         "--store", store_url, "--log-level", "WARNING"],
+         "--store", store_url, "--log-level", "WARNING", *flags],
         cwd=ROOT, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -10,15 +10,15 @@ another origin gets a request through (guard.py).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection
 
 from lanworker import __version__
 from lanworker.tes.api import describe_errors, error_response, router
-from lanworker.tes.guard import RequestGuard
+from lanworker.tes.guard import ASGIApp, Receive, RequestGuard, Scope, Send
 from lanworker.tes.service import TesService
 
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
@@ -32,7 +32,7 @@ def takes_cookie(path: str) -> bool:
     return path == "/" or path.startswith(COOKIE_PREFIXES)
 
 
-def _authorised(request: Request, token: str) -> bool:
+def _authorised(request: HTTPConnection, token: str) -> bool:
     """A Bearer header (any client), or the sign-in cookie on the status view's routes only;
     compared in constant time."""
     header = request.headers.get("authorization", "")
@@ -40,6 +40,34 @@ def _authorised(request: Request, token: str) -> bool:
         return True
     cookie = request.cookies.get(TOKEN_COOKIE, "")
     return takes_cookie(request.url.path) and hmac.compare_digest(cookie.encode(), token.encode())
+
+
+class TokenCheck:
+    """ASGI middleware: every path but OPEN_PATHS needs the token (see _authorised); a
+    browser asking for a page is sent to sign in, any other client gets 401."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = HTTPConnection(scope)
+        if _authorised(request, self.token):
+            await self.app(scope, receive, send)
+            return
+        refusal: Response
+        if scope["method"] == "GET" and "text/html" in request.headers.get("accept", ""):
+            refusal = RedirectResponse("/login", status_code=303)  # a browser: sign in first
+        else:
+            refusal = JSONResponse(
+                {"msg": "missing or wrong bearer token", "status_code": 401},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        await refusal(scope, receive, send)
 
 
 def create_app(service: TesService, auth_token: str | None = None, loopback_only: bool = True) -> FastAPI:
@@ -53,22 +81,8 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
 
     app.state.auth_token = auth_token
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if (
-            auth_token is not None
-            and request.url.path not in OPEN_PATHS
-            and not _authorised(request, auth_token)
-        ):
-            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-                return RedirectResponse("/login", status_code=303)  # a browser: sign in first
-            return JSONResponse(
-                {"msg": "missing or wrong bearer token", "status_code": 401},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
-
+    if auth_token is not None:
+        app.add_middleware(TokenCheck, token=auth_token)
     app.add_middleware(RequestGuard, loopback_only=loopback_only)  # outside the token check
 
     app.state.service = service

@@ -14,6 +14,7 @@ Every response carries headers that forbid framing and MIME sniffing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -38,6 +39,7 @@ COMMON_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
+COMMON_NAMES = frozenset(name for name, _ in COMMON_HEADERS)
 
 
 def form_route(path: str) -> bool:
@@ -45,6 +47,7 @@ def form_route(path: str) -> bool:
     return path in FORM_PATHS or (path.startswith("/jobs/") and path.endswith("/cancel"))
 
 
+@functools.lru_cache(maxsize=256)  # asked for every request's Host
 def is_loopback_host(host: str) -> bool:
     """A bind address or a Host name that stays on this machine."""
     name = host.strip("[]").lower()
@@ -158,9 +161,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def _with_common_headers(send: Send) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            present = {name.lower() for name, _ in message.get("headers", [])}
-            extra = [(k, v) for k, v in COMMON_HEADERS if k not in present]
-            message["headers"] = [*message.get("headers", []), *extra]
+            headers = message.get("headers", [])
+            present = COMMON_NAMES.intersection(name.lower() for name, _ in headers)
+            message["headers"] = [*headers, *(item for item in COMMON_HEADERS if item[0] not in present)]
         await send(message)
 
     return sending

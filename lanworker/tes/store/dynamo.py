@@ -90,6 +90,7 @@ class Walk:
 
 class DynamoTaskStore:
     INDEX = "newest"
+    reads_block = True  # a read is an HTTP call
 
     def __init__(self, table: str, client: Any = None) -> None:
         import boto3

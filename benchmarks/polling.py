@@ -1,0 +1,205 @@
+"""A Nextflow-like polling load against one `serve` with 100,000 tasks in its store:
+200 clients, each polling its 50 tasks with `GET /tasks/ID?view=MINIMAL` every 2 s (5,000
+requests/s offered), for 60 s, while the embedded docker workers run a batch of tasks.
+
+    .venv/bin/python benchmarks/polling.py [--tasks 100000] [--clients 200] [--per-client 50]
+        [--interval-s 2] [--seconds 60] [--jobs 300] [--task-s 1] [--workers 2] [--concurrency 4]
+
+Printed: the polling requests' median, p95 and p99 (goal: p95 under 50 ms) and the rate
+answered against the rate offered; the embedded workers' tasks/s running the same batch
+without polling and under it (the baseline, same run; goal: a drop under 10%); serve's
+peak RSS (goal: under 300 MB). Each client is one keep-alive connection that sends its
+next request when the last is answered, as an HTTP client pool does; the clients run in
+a process of their own (asyncio), so their cost is not serve's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import docker
+import requests
+
+from benchmarks import ROOT
+from benchmarks.front_door import TES, fill, peak_rss_mb, serving
+from lanworker.tes.store import SqliteTaskStore
+from tests.helpers.docker_images import BUSYBOX_IMAGE, build_busybox_image
+
+# ----------------------------------------------------------------- the polling clients
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request in flight: `answered` gets the
+    status once the whole response (Content-Length) has arrived."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.answered: asyncio.Future[int] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_result(int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_exception(ConnectionError("closed"))
+
+
+async def poll_client(port: int, ids: list[str], interval_s: float, until: float, found: list[float]) -> int:
+    """Poll ids every interval_s until `until`; latencies (ms) into found; errors returned."""
+    loop = asyncio.get_running_loop()
+    transport, connection = await loop.create_connection(Connection, "127.0.0.1", port)
+    requests_ = [
+        f"GET {TES}/{task_id}?view=MINIMAL HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        for task_id in ids
+    ]
+    errors = 0
+    next_round = time.monotonic() + random.uniform(0, interval_s)  # clients spread over the interval
+    while next_round < until:
+        await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+        for request in requests_:
+            if time.monotonic() > until:
+                break
+            connection.answered = loop.create_future()
+            started = time.perf_counter()
+            transport.write(request)
+            status = await asyncio.wait_for(connection.answered, timeout=30)
+            found.append((time.perf_counter() - started) * 1000)
+            errors += status != 200
+        next_round += interval_s
+    transport.close()
+    return errors
+
+
+async def poll_all(
+    port: int, ids: list[str], clients: int, interval_s: float, seconds: float
+) -> dict[str, float]:
+    found: list[float] = []
+    per_client = len(ids) // clients
+    started = time.monotonic()
+    until = started + seconds
+    errors = await asyncio.gather(
+        *(
+            poll_client(port, ids[n * per_client : (n + 1) * per_client], interval_s, until, found)
+            for n in range(clients)
+        )
+    )
+    return {
+        "requests": len(found),
+        "errors": sum(errors),
+        "median_ms": statistics.median(found),
+        "p95_ms": statistics.quantiles(found, n=20)[-1],
+        "p99_ms": statistics.quantiles(found, n=100)[-1],
+        "rate": len(found) / (time.monotonic() - started),
+    }
+
+
+def poller_main(args: argparse.Namespace) -> int:
+    ids = json.loads(Path(args.poller).read_text())
+    result = asyncio.run(poll_all(args.port, ids, args.clients, args.interval_s, args.seconds))
+    print(json.dumps(result))
+    return 0
+
+
+# ----------------------------------------------------------------- the run
+
+
+def active_ids(total: int, wanted: int) -> list[str]:
+    """The filled store's active tasks (every tenth, see front_door.task), newest first."""
+    return [f"task-{index:07d}" for index in range((total - 1) // 10 * 10, -1, -10)][:wanted]
+
+
+def run_batch(base: str, store: SqliteTaskStore, jobs: int, task_s: float) -> float:
+    """Submit `jobs` busybox tasks of task_s seconds at once; tasks/s from the first submit
+    to the last completion."""
+    before = store.counts().get("COMPLETE", 0)
+    task = {"executors": [{"image": BUSYBOX_IMAGE, "command": ["sleep", f"{task_s:g}"]}]}
+    started = time.monotonic()
+    with requests.Session() as session:
+        for _ in range(jobs):
+            session.post(f"{base}{TES}", json=task, timeout=30).raise_for_status()
+    deadline = started + 600
+    while store.counts().get("COMPLETE", 0) < before + jobs:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the batch did not complete: {store.counts()}")
+        time.sleep(0.1)
+    return jobs / (time.monotonic() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--per-client", type=int, default=50)
+    parser.add_argument("--interval-s", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--task-s", type=float, default=1.0, help="each task's sleep")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4, help="each embedded worker's")
+    parser.add_argument("--poller", help=argparse.SUPPRESS)  # internal: the clients' process
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.poller:
+        return poller_main(args)
+    build_busybox_image(docker.from_env())
+    with tempfile.TemporaryDirectory() as state:
+        store_url = f"sqlite:{state}/tasks.db"
+        fill(store_url, args.tasks)
+        store = SqliteTaskStore(Path(state) / "tasks.db")
+        flags = ["--workers", str(args.workers), "--concurrency", str(args.concurrency),
+                 "--allow-image", BUSYBOX_IMAGE, "--task-network", "none"]  # fmt: skip
+        with serving(store_url, state, *flags) as (base, pid):
+            run_batch(base, store, args.workers * args.concurrency, 0)  # warm: image, first containers
+            quiet = run_batch(base, store, args.jobs, args.task_s)
+            ids_file = Path(state) / "ids.json"
+            ids_file.write_text(json.dumps(active_ids(args.tasks, args.clients * args.per_client)))
+            port = int(base.rsplit(":", 1)[1])
+            poller = subprocess.Popen(
+                [sys.executable, __file__, "--poller", str(ids_file), "--port", str(port),
+                 "--clients", str(args.clients), "--interval-s", str(args.interval_s),
+                 "--seconds", str(args.seconds)],
+                cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            time.sleep(min(5.0, args.seconds / 4))  # the load reaches its rate
+            polled = run_batch(base, store, args.jobs, args.task_s)
+            if poller.poll() is not None:
+                print("note: the polling ended before the batch did; raise --seconds")
+            output, _ = poller.communicate(timeout=args.seconds + 120)
+            rss = peak_rss_mb(pid)
+    load = json.loads(output)
+    offered = args.clients * args.per_client / args.interval_s
+    print(f"{args.tasks} tasks in the SQLite store; {args.clients} clients x {args.per_client} tasks "
+          f"every {args.interval_s:g} s for {args.seconds:g} s (offered {offered:.0f} requests/s)")  # fmt: skip
+    print(f"polling: {load['requests']} requests, {load['errors']} not 200, answered {load['rate']:.0f}/s "
+          f"({load['rate'] / offered:.2f}x offered); median {load['median_ms']:.1f} ms, "
+          f"p95 {load['p95_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms")  # fmt: skip
+    print(f"embedded workers ({args.workers} x {args.concurrency}), {args.jobs} tasks of `sleep {args.task_s:g}`: "
+          f"{quiet:.2f} tasks/s without polling, "
+          f"{polled:.2f} under it: {polled / quiet:.2f}x ({(1 - polled / quiet) * 100:.0f}% drop)")  # fmt: skip
+    print(f"serve's peak RSS: {rss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
