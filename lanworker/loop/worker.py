@@ -30,7 +30,7 @@ from lanworker.loop.leases import Heartbeats, Lease, LeaseTerms
 from lanworker.loop.settle import Settler
 from lanworker.pipeline.runner import JobRunner
 from lanworker.queues import Queue, QueueCache, ReceivedMessage
-from lanworker.queues.receive import ReceiveHooks, ReceiveLoop, ReceivePlan
+from lanworker.queues.receive import ReceiveHooks, ReceiveLoop, ReceivePlan, one_at_a_time
 from lanworker.reporting.metrics import Metrics
 from lanworker.reporting.results import Reports
 from lanworker.storage import Storage
@@ -158,7 +158,7 @@ class Worker:
 
         ReceiveLoop(
             self.queue,
-            self._process,
+            one_at_a_time(self._process),
             ReceivePlan(config.concurrency, config.wait_time_s, config.visibility_timeout_s, config.once),
             self.shutdown,
             ReceiveHooks(

@@ -4,6 +4,9 @@ Invariant: no step waits longer than max(STEP_S, the long poll), so a shutdown r
 seen within one step whether the loop is idle, busy or draining a `--once` run. A message
 received after shutdown was requested is released at once, never started.
 
+With `batch_size` above one, a handler takes up to that many messages at once (the
+translator: their commands share sends); a slot is one handler call either way.
+
 With `prefetch`, the loop holds messages beyond its free slots; they wait in the pool's
 queue, and the handler is the one to decide what a message that waited past a shutdown
 request becomes (the worker releases it).
@@ -39,6 +42,19 @@ def _ignore(message: ReceivedMessage) -> None:
     return None
 
 
+Handler = Callable[[list[ReceivedMessage]], None]
+
+
+def one_at_a_time(handle: Callable[[ReceivedMessage], None]) -> Handler:
+    """A handler of one message as the loop calls handlers (with batch_size 1, one each)."""
+
+    def handle_each(messages: list[ReceivedMessage]) -> None:
+        for message in messages:
+            handle(message)
+
+    return handle_each
+
+
 def _none() -> int:
     return 0
 
@@ -61,6 +77,7 @@ class ReceivePlan:
     visibility_timeout_s: int
     once: bool = False
     name: str = "job"  # its threads' names
+    batch_size: int = 1  # messages one handler call takes
 
 
 @dataclass(frozen=True)
@@ -79,7 +96,7 @@ class ReceiveLoop:
     def __init__(
         self,
         queue: Queue,
-        handle: Callable[[ReceivedMessage], None],
+        handle: Handler,
         plan: ReceivePlan,
         shutdown: threading.Event,
         hooks: ReceiveHooks = ReceiveHooks(),
@@ -96,6 +113,7 @@ class ReceiveLoop:
         self.shutdown = shutdown
         self.hooks = hooks
         self.name = plan.name
+        self.batch_size = max(1, min(plan.batch_size, MAX_BATCH))
         self.running: set[Future[None]] = set()
         self.single_pass = SinglePass(queue)
         self._backoff_s = 1.0
@@ -129,7 +147,7 @@ class ReceiveLoop:
                 return False
             self.shutdown.wait(STEP_S)  # jobs that are running go on; new ones wait for room
             return True
-        messages = self._receive(free)
+        messages = self._receive(free * self.batch_size)
         if messages is None:
             return True
         self.hooks.on_alive()
@@ -141,10 +159,11 @@ class ReceiveLoop:
         drained = not messages
         if self.once:
             messages = self.single_pass.first_sightings(messages)
+        assert self._pool is not None
         for message in messages:
-            assert self._pool is not None
             self.hooks.on_received(message)
-            self.running.add(self._pool.submit(self.handle, message))
+        for start in range(0, len(messages), self.batch_size):
+            self.running.add(self._pool.submit(self.handle, messages[start : start + self.batch_size]))
         if self.once and drained:
             if self.running:
                 wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)

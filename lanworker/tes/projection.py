@@ -18,7 +18,7 @@ from typing import Any, cast
 from lanworker.core.clock import rfc3339
 from lanworker.core.states import EventState
 from lanworker.queues import Queue, ReceivedMessage
-from lanworker.queues.receive import ReceiveLoop, ReceivePlan
+from lanworker.queues.receive import ReceiveLoop, ReceivePlan, one_at_a_time
 from lanworker.tes.models import FINAL_STATES, State
 from lanworker.tes.store import Record, TaskLog, TaskStore, TimelineEntry
 
@@ -164,7 +164,7 @@ class Projector:
     def _run(self) -> None:
         ReceiveLoop(
             self.events,
-            self.handle,
+            one_at_a_time(self.handle),
             ReceivePlan(concurrency=1, wait_time_s=1, visibility_timeout_s=60, name="project"),
             self.shutdown,
         ).run(5.0, threading.Event(), lambda: None)

@@ -20,12 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lanworker.core.config import WorkerConfig
-from lanworker.core.errors import (
-    InvalidMessage,
-    MessageRefused,
-    QueueUnreachable,
-    TransientError,
-)
+from lanworker.core.errors import InvalidMessage, MessageRefused
 from lanworker.core.logs import configure_logging
 from lanworker.core.outcomes import TRANSIENT_BACKOFF_S, DeadLetter, Delete, Outcome, Release
 from lanworker.loop.leases import Heartbeats, LeaseTerms
@@ -105,9 +100,41 @@ class Translator:
             self.counts.update(counts)
         return commands
 
-    def send(self, target_url: str, commands: list[RenderedCommand], source: str) -> None:
-        """Send these commands to one target queue, ten per call. Raises MessageRefused
-        (naming the rule) for a command the queue refuses, or the first other error."""
+    def handle(self, message: ReceivedMessage) -> Outcome:
+        return self.handle_batch([message])[0]
+
+    def handle_batch(self, messages: list[ReceivedMessage]) -> list[Outcome]:
+        """Each event message's outcome, in order: Delete once every command it produced
+        was sent. The batch's commands for one target go out together, ten per call."""
+        outcomes: dict[int, Outcome] = {}
+        sends: dict[str, list[tuple[int, RenderedCommand]]] = {}
+        for index, message in enumerate(messages):
+            try:
+                commands = self.translate(message.body)
+            except InvalidMessage as exc:
+                outcomes[index] = self._dead_letter(message, str(exc))
+                continue
+            for command in commands:
+                sends.setdefault(command.target_url, []).append((index, command))
+        failed: dict[int, Exception] = {}
+        sent: Counter[int] = Counter()
+        for target_url, items in sends.items():
+            errors = self._send(target_url, [(command, messages[i].message_id) for i, command in items])
+            for (index, command), error in zip(items, errors, strict=True):
+                if error is None:
+                    sent[index] += 1
+                elif isinstance(error, MessageRefused):  # what a human must see wins
+                    failed[index] = MessageRefused(f"rule {command.rule.name}: {error}")
+                else:
+                    failed.setdefault(index, error)
+        for index, message in enumerate(messages):
+            if index not in outcomes:
+                outcomes[index] = self._decide(message, failed.get(index), sent[index])
+        return [outcomes[index] for index in range(len(messages))]
+
+    def _send(self, target_url: str, commands: list[tuple[RenderedCommand, str]]) -> list[Exception | None]:
+        """Send commands (each with its event message's id) to one target queue; never
+        raises: None or why, per command."""
         outgoing = [
             Outgoing(
                 command.body,
@@ -119,49 +146,38 @@ class Translator:
                 group_id=command.group_key,
                 deduplication_id=command.deduplication_key,
             )
-            for command in commands
+            for command, source in commands
         ]
-        errors = self.targets.get(target_url).send_batch(outgoing)
-        for command, error in zip(commands, errors, strict=True):
-            if isinstance(error, MessageRefused):
-                raise MessageRefused(f"rule {command.rule.name}: {error}") from error
-        for command, error in zip(commands, errors, strict=True):
-            if error is not None:
-                raise error
-            job_id = json.loads(command.body).get("id")
-            logger.info(
-                "rule %s: sent %s to %s",
-                command.rule.name,
-                job_id,
-                target_url,
-                extra={"job_id": job_id, "action": "translated"},
-            )
+        try:
+            errors = self.targets.get(target_url).send_batch(outgoing)
+        except Exception as exc:  # the target's queue could not even be opened
+            return [exc] * len(commands)
+        for (command, _source), error in zip(commands, errors, strict=True):
+            if error is None:
+                job_id = json.loads(command.body).get("id")
+                logger.info(
+                    "rule %s: sent %s to %s",
+                    command.rule.name,
+                    job_id,
+                    target_url,
+                    extra={"job_id": job_id, "action": "translated"},
+                )
+        return errors
 
-    def handle(self, message: ReceivedMessage) -> Outcome:
-        """Send every command the event produces; Delete only once all were sent."""
-        try:
-            commands = self.translate(message.body)
-        except InvalidMessage as exc:
-            return self._dead_letter(message, str(exc))
-        by_target: dict[str, list[RenderedCommand]] = {}
-        for command in commands:
-            by_target.setdefault(command.target_url, []).append(command)
-        try:
-            for target_url, group in by_target.items():
-                self.send(target_url, group, message.message_id)
-        except MessageRefused as exc:
+    def _decide(self, message: ReceivedMessage, error: Exception | None, commands: int) -> Outcome:
+        if isinstance(error, MessageRefused):
             # The same event would render the same command: only a human can help.
-            return self._dead_letter(message, str(exc))
-        except (TransientError, QueueUnreachable) as exc:
+            return self._dead_letter(message, str(error))
+        if error is not None:
             logger.error(
-                "target queue unreachable, releasing event message %s: %s",
+                "a command was not sent, releasing event message %s: %s",
                 message.message_id,
-                exc,
+                error,
                 extra={"action": "released"},
             )
             self._count("released")
-            return Release(str(exc))
-        self._count("commands", len(commands))
+            return Release(str(error))
+        self._count("commands", commands)
         return Delete()
 
     def _count(self, name: str, amount: int = 1) -> None:
@@ -187,12 +203,24 @@ class Translator:
         )
         concurrency = self.concurrency()
         settler = Settler(self.events, reports, heartbeats, self.metrics, backlog=max(MAX_BATCH, concurrency))
+
+
+        def settle_batch(messages: list[ReceivedMessage]) -> None:
+            leases = [heartbeats.lease(message) for message in messages]
+            for message, lease, outcome in zip(messages, leases, self._outcomes(messages), strict=True):
+                settler.settle(message, lease, outcome)
+
         try:
             ReceiveLoop(
                 self.events,
-                lambda message: settler.settle(message, heartbeats.lease(message), self._outcome(message)),
+                settle_batch,
                 ReceivePlan(
-                    concurrency, config.wait_time_s, config.visibility_timeout_s, config.once, "translate"
+                    concurrency,
+                    config.wait_time_s,
+                    config.visibility_timeout_s,
+                    config.once,
+                    "translate",
+                    batch_size=MAX_BATCH,
                 ),
                 self.shutdown,
                 ReceiveHooks(settling=settler.busy),
@@ -207,14 +235,13 @@ class Translator:
         whose order within a group is the point of it."""
         return 1 if (self.config.queue_url or "").endswith(".fifo") else self.config.concurrency
 
-    def _outcome(self, message: ReceivedMessage) -> Outcome:
+    def _outcomes(self, messages: list[ReceivedMessage]) -> list[Outcome]:
         try:
-            return self.handle(message)
+            return self.handle_batch(messages)
         except Exception:
-            logger.exception(
-                "unexpected error on event message %s; it will be redelivered", message.message_id
-            )
-            return Release("unexpected error in the translator", TRANSIENT_BACKOFF_S)
+            ids = ", ".join(message.message_id for message in messages)
+            logger.exception("unexpected error on event message(s) %s; they will be redelivered", ids)
+            return [Release("unexpected error in the translator", TRANSIENT_BACKOFF_S)] * len(messages)
 
 
 # --------------------------------------------------------------------- CLI

@@ -90,7 +90,7 @@ class _RecordingQueue(LocalQueue):
 def test_once_on_the_embedded_queue_ends_as_soon_as_it_is_empty(tmp_path: Path) -> None:
     queue = _RecordingQueue(f"local:{tmp_path / 'q.db'}#jobs")
     queue.waits = []
-    loop = ReceiveLoop(queue, lambda message: None, ReceivePlan(1, 20, 30, once=True), threading.Event())
+    loop = ReceiveLoop(queue, lambda messages: None, ReceivePlan(1, 20, 30, once=True), threading.Event())
     loop.run(1.0, threading.Event(), lambda: None)
     assert queue.waits == [0]  # one look, no long poll
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lanworker.core.config import build_config
+from lanworker.core.errors import QueueUnreachable
 from lanworker.queues import QueueCache
+from lanworker.queues.base import Outgoing
 from lanworker.testing import InMemoryQueue
 from lanworker.translator.loop import Translator, translate_body
 from lanworker.translator.rules import Rule, RuleSet
@@ -160,3 +163,48 @@ def test_an_event_whose_command_the_target_refuses_is_dead_lettered_not_redelive
     [letter] = events.dead_letters
     assert "rule fat" in letter.reason and "longer than 200 bytes" in letter.reason
     assert jobs.messages == {}
+
+
+class CountingQueue(InMemoryQueue):
+    """Records the size of each send_batch call; `down` makes every send unreachable."""
+
+    def __init__(self, url: str, down: bool = False) -> None:
+        super().__init__(url)
+        self.batches: list[int] = []
+        self.down = down
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
+        self.batches.append(len(messages))
+        if self.down:
+            return [QueueUnreachable(f"{self.url} is down")] * len(messages)
+        return super().send_batch(messages)
+
+
+def test_a_batch_of_events_shares_sends_and_each_event_keeps_its_own_outcome() -> None:
+    events = InMemoryQueue("memory://events")
+    targets = {
+        "memory://jobs": CountingQueue("memory://jobs"),
+        "memory://fat": CountingQueue("memory://fat"),
+        "memory://down": CountingQueue("memory://down", down=True),
+    }
+    targets["memory://fat"].max_bytes = 200
+    command = {"service": "s", "command": {"arguments": [{"type": "input", "value": "{url}"}]}}
+    rules = RuleSet(
+        [
+            Rule("all", "b", "memory://jobs", command),
+            Rule("fat", "b", "memory://fat", {**command, "env": {"PAD": "x" * 300}}, prefix="big/"),
+            Rule("mirror", "b", "memory://down", command, prefix="m/"),
+        ],
+        {},
+    )
+    keys = ["a.txt", "big/x", None, "b.txt", "m/1"]
+    ids = [events.send(json.dumps({"Records": [record(key=key) if key else record(eTag=5)]})) for key in keys]
+    config = build_config({"mode": "client", "once": True, "wait_time_s": 0}, {})
+    Translator(rules, events, QueueCache(targets.__getitem__), config).run()
+    assert [events.ops(i)[-1] for i in ids] == ["delete", "dead-letter", "dead-letter", "delete", "release"]
+    assert targets["memory://jobs"].batches == [4]  # every event's command in one call: a, big/x, b, m/1
+    assert {json.loads(m.body)["command"]["arguments"][0]["value"] for m in targets["memory://jobs"].sent.values()} == {
+        f"s3://b/{key}" for key in ("a.txt", "big/x", "b.txt", "m/1")
+    }  # fmt: skip
+    reasons = sorted(letter.reason for letter in events.dead_letters)
+    assert "eTag" in reasons[0] and "rule fat" in reasons[1] and "longer than 200 bytes" in reasons[1]
