@@ -33,46 +33,17 @@ import requests
 
 from benchmarks import ROOT
 from benchmarks.front_door import TES, fill, peak_rss_mb, serving
+from benchmarks.rawhttp import connect, exchange, request_bytes
 from lanworker.tes.store import SqliteTaskStore
 from tests.helpers.docker_images import BUSYBOX_IMAGE, build_busybox_image
 
 # ----------------------------------------------------------------- the polling clients
 
 
-class Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection with one request in flight: `answered` gets the
-    status once the whole response (Content-Length) has arrived."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.answered: asyncio.Future[int] | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buffer[:end]).lower()
-        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-        if len(self.buffer) < end + 4 + length:
-            return
-        del self.buffer[: end + 4 + length]
-        if self.answered is not None and not self.answered.done():
-            self.answered.set_result(int(head[9:12]))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.answered is not None and not self.answered.done():
-            self.answered.set_exception(ConnectionError("closed"))
-
-
 async def poll_client(port: int, ids: list[str], interval_s: float, until: float, found: list[float]) -> int:
     """Poll ids every interval_s until `until`; latencies (ms) into found; errors returned."""
-    loop = asyncio.get_running_loop()
-    transport, connection = await loop.create_connection(Connection, "127.0.0.1", port)
-    requests_ = [
-        f"GET {TES}/{task_id}?view=MINIMAL HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-        for task_id in ids
-    ]
+    transport, connection = await connect(port)
+    requests_ = [request_bytes("GET", f"{TES}/{task_id}?view=MINIMAL", port) for task_id in ids]
     errors = 0
     next_round = time.monotonic() + random.uniform(0, interval_s)  # clients spread over the interval
     while next_round < until:
@@ -80,10 +51,8 @@ async def poll_client(port: int, ids: list[str], interval_s: float, until: float
         for request in requests_:
             if time.monotonic() > until:
                 break
-            connection.answered = loop.create_future()
             started = time.perf_counter()
-            transport.write(request)
-            status = await asyncio.wait_for(connection.answered, timeout=30)
+            status = await exchange(transport, connection, request)
             found.append((time.perf_counter() - started) * 1000)
             errors += status != 200
         next_round += interval_s

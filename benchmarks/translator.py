@@ -2,11 +2,16 @@
 moto_server), against a plain boto3 loop doing the same work (receive ten, parse, send each
 command, delete each event), in alternated rounds of one run.
 
-    .venv/bin/python benchmarks/translator.py [--events 1000] [--rounds 2]
+    .venv/bin/python benchmarks/translator.py [--events 1000] [--rounds 2] [--rtt-ms 10]
 
 lanworker runs as `worker.py translate --once` runs it (in this process): commands sent ten
 per SendMessageBatch, deletes batched by the settler, --concurrency event messages at once.
 Ratios above 1 mean lanworker is faster.
+
+moto_server answers on loopback in a fraction of a millisecond plus its own per-message
+work, where SQS takes 5-20 ms a call within a region: --rtt-ms adds that round trip to
+every boto3 call of this process (both contenders' alike, a sleep that overlaps as the
+network's would); 0 measures moto_server bare.
 """
 
 from __future__ import annotations
@@ -94,15 +99,30 @@ def lanworker(events_url: str, jobs_url: str, concurrency: int) -> float:
     return time.perf_counter() - started
 
 
+def add_round_trip(rtt_ms: float) -> None:
+    """Every AWS call of this process waits rtt_ms before it is sent, as on a network."""
+    from botocore.endpoint import Endpoint
+
+    send = Endpoint._send
+
+    def delayed(self: Endpoint, request: Any) -> Any:
+        time.sleep(rtt_ms / 1000)
+        return send(self, request)
+
+    Endpoint._send = delayed  # type: ignore[method-assign]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--records", type=int, default=1, help="records (commands) per event")
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds; medians are printed")
+    parser.add_argument("--rtt-ms", type=float, default=10.0, help="round trip added to each AWS call")
     args = parser.parse_args()
     logging.disable(logging.INFO)  # as --log-level WARNING: the loop logs nothing either
     with tempfile.TemporaryDirectory() as scratch, moto_server(scratch):
         sqs = boto3.client("sqs")
+        add_round_trip(args.rtt_ms)
         timings: dict[str, list[float]] = {}
         for round_ in range(args.rounds):
             for name, run in (
@@ -127,7 +147,8 @@ def main() -> None:
                 assert sent == args.events * args.records, (name, sent)
     baseline = statistics.median(timings["boto3 loop (receive 10, send each, delete each)"])
     print(
-        f"{args.events} events x {args.records} record(s) through SQS on moto_server; medians of {args.rounds} alternated rounds"
+        f"{args.events} events x {args.records} record(s) through SQS on moto_server, {args.rtt_ms:g} ms added "
+        f"to each call; medians of {args.rounds} alternated rounds"
     )
     for name, values in timings.items():
         seconds = statistics.median(values)

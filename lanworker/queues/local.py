@@ -9,6 +9,10 @@ queues (jobs, results, replies) can live in one file.
 
 Messages are handed out in the order they became visible (then sent), which the index
 answers without sorting: a receive costs the same with ten messages waiting or a million.
+
+A waiting receive looks again at a backoff of POLL_MIN_S to POLL_MAX_S, and at once when
+this process makes a message of its queue visible (`Arrivals`): in `serve`, the API, the
+embedded workers and the projection hand work to each other without a polling delay.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -59,6 +64,33 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+class Arrivals:
+    """Counts the messages this process made visible in one queue, and wakes its waiting
+    receivers (another process's sends are found by their polling)."""
+
+    _all: dict[tuple[str, str], Arrivals] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    @classmethod
+    def of(cls, path: Path, name: str) -> Arrivals:
+        with cls._all_lock:
+            return cls._all.setdefault((os.path.abspath(path), name), cls())
+
+    def announce(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout_s: float) -> None:
+        """Until the count moves past seen, or timeout_s."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.count != seen, timeout_s)
+
+
 def _stale(message: ReceivedMessage) -> StaleReceipt:
     return StaleReceipt(f"message {message.message_id}: receipt is stale (received again elsewhere or gone)")
 
@@ -89,6 +121,7 @@ class LocalQueue:
         # publishes the job's final event from it, as SQS workers do on their last receive.
         self.on_exhausted: Callable[[str, str, str], None] | None = None
         self._db: SharedConnection | None = None  # opened on first use: the file may not exist yet
+        self._arrivals = Arrivals.of(self.path, self.name)
 
     def sibling(self, name: str) -> LocalQueue:
         """Another named queue in the same file (results, replies)."""
@@ -124,7 +157,10 @@ class LocalQueue:
     ) -> str:
         stored = _stored_attributes(Outgoing(body, attributes or {}, group_id, deduplication_id))
         with self._transaction() as db:
-            return self._insert(db, body, stored, delay_s)
+            message_id = self._insert(db, body, stored, delay_s)
+        if delay_s <= 0:
+            self._arrivals.announce()
+        return message_id
 
     def max_message_bytes(self) -> None:
         return None  # a row holds any size
@@ -137,6 +173,7 @@ class LocalQueue:
                     self._insert(db, message.body, _stored_attributes(message))
         except Exception as exc:
             return [exc for _ in messages]
+        self._arrivals.announce()
         return [None for _ in messages]
 
     def _insert(self, db: sqlite3.Connection, body: str, attributes: dict[str, str], delay_s: int = 0) -> str:
@@ -154,10 +191,11 @@ class LocalQueue:
         deadline = time.monotonic() + max(0.0, wait_time_s)
         pause = POLL_MIN_S
         while True:
+            seen = self._arrivals.count
             received = self._receive_now(max_messages, visibility_timeout_s)
             if received or time.monotonic() >= deadline:
                 return received
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            self._arrivals.wait(seen, min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX_S)
 
     def _receive_now(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
@@ -251,6 +289,8 @@ class LocalQueue:
             "UPDATE messages SET visible_at = ?, receipt = NULL, last_error = COALESCE(?, last_error)",
             (time.time() + max(0, delay_s), error),
         )
+        if delay_s <= 0:
+            self._arrivals.announce()
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         with self._transaction() as db:
@@ -293,6 +333,7 @@ class LocalQueue:
                     (message_id, self.name, body, attributes, now, now),
                 )
                 db.execute("DELETE FROM dead_letters WHERE id = ?", (message_id,))
+        self._arrivals.announce()
         return len(rows)
 
     def depth(self) -> dict[str, int]:

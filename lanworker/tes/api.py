@@ -75,12 +75,18 @@ def service_info(service: Service) -> dict[str, Any]:
     }
 
 
-@router.post("/tasks")
-async def create_task(request: Request, service: Service) -> JSONResponse:
+async def create_task(request: Request) -> JSONResponse:
+    """POST /tasks: a plain route, as get_task, for the rate engines submit at. Created in
+    the event loop when the store and queue are local files, in a thread when either is
+    over the network."""
     body = await request.body()  # its size already checked by the guard, as it arrived
+    service = await _service(request)
     try:
         task = TesTask.model_validate_json(body)
-        task_id = service.create(task)
+        if service.store.remote or service.queue.remote:
+            task_id = await run_in_threadpool(service.create, task)
+        else:
+            task_id = service.create(task)
     except ValidationError as exc:
         return error_response(400, describe_errors(exc.errors()))
     except (TaskRefused, RecordTooLarge, MessageRefused) as exc:  # the last two: too large
@@ -91,6 +97,9 @@ async def create_task(request: Request, service: Service) -> JSONResponse:
         logger.error("task not queued: %s", exc, extra={"action": "queued"})
         return error_response(503, f"task not queued: {exc}")
     return JSONResponse({"id": task_id})
+
+
+router.add_route("/tasks", create_task, methods=["POST"], include_in_schema=False)
 
 
 @router.get("/tasks")
@@ -119,7 +128,7 @@ async def get_task(request: Request) -> JSONResponse:
     if view not in VIEWS:
         return error_response(400, f"view must be one of {', '.join(VIEWS)}")
     store = (await _service(request)).store
-    record = await run_in_threadpool(store.get, task_id) if store.reads_block else store.get(task_id)
+    record = await run_in_threadpool(store.get, task_id) if store.remote else store.get(task_id)
     if record is None:
         return error_response(404, f"no task {task_id!r}")
     return JSONResponse(to_tes(record, view))

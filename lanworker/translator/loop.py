@@ -204,7 +204,6 @@ class Translator:
         concurrency = self.concurrency()
         settler = Settler(self.events, reports, heartbeats, self.metrics, backlog=max(MAX_BATCH, concurrency))
 
-
         def settle_batch(messages: list[ReceivedMessage]) -> None:
             leases = [heartbeats.lease(message) for message in messages]
             for message, lease, outcome in zip(messages, leases, self._outcomes(messages), strict=True):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -89,3 +90,24 @@ def test_two_connections_never_receive_the_same_message(local_queue_factory: Que
         first.send(str(index))
     seen = [m.body for _ in range(10) for q in (first, second) for m in q.receive(3, 0, 60)]
     assert sorted(seen, key=int) == [str(i) for i in range(50)]
+
+
+def test_a_waiting_receive_wakes_when_this_process_sends(
+    local_queue_factory: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling alone would look again only after 60 s: the send wakes the receiver, which
+    another LocalQueue object on the same file and name (as serve's API and workers hold)."""
+    from lanworker.queues import local
+
+    monkeypatch.setattr(local, "POLL_MIN_S", 60.0)
+    monkeypatch.setattr(local, "POLL_MAX_S", 60.0)
+    queue = local_queue_factory()
+    sender = LocalQueue(queue.url)
+    other = sender.sibling("other")
+    received: list[str] = []
+    waiting = threading.Thread(target=lambda: received.extend(m.body for m in queue.receive(1, 120, 30)))
+    waiting.start()
+    other.send("not for this queue")  # a wake for another name leaves it waiting
+    sender.send("hello")
+    waiting.join(timeout=30)
+    assert not waiting.is_alive() and received == ["hello"]

@@ -56,7 +56,7 @@ __all__ = [
 
 class TaskStore(Protocol):
     url: str
-    reads_block: bool  # a read waits on the network (DynamoDB), not on a local file (SQLite)
+    remote: bool  # its calls go over the network (DynamoDB), not to a local file (SQLite)
 
     def create(self, record: Record) -> None:
         """Add a new record; raises KeyError if the id exists."""

@@ -90,7 +90,7 @@ class Walk:
 
 class DynamoTaskStore:
     INDEX = "newest"
-    reads_block = True  # a read is an HTTP call
+    remote = True  # each call is an HTTP request
 
     def __init__(self, table: str, client: Any = None) -> None:
         import boto3

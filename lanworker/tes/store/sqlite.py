@@ -109,7 +109,7 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
 
 
 class SqliteTaskStore:
-    reads_block = False  # WAL: a read takes tens of microseconds and never waits on a writer
+    remote = False  # WAL: a read takes tens of microseconds and never waits on a writer
 
     def __init__(self, path: Path) -> None:
         self.path = path
