@@ -3,7 +3,7 @@
 requests/s offered), for 60 s, while the embedded docker workers run a batch of tasks.
 
     .venv/bin/python benchmarks/polling.py [--tasks 100000] [--clients 200] [--per-client 50]
-        [--interval-s 2] [--seconds 60] [--jobs 300] [--task-s 1] [--workers 2] [--concurrency 4]
+        [--interval-s 2] [--seconds 60] [--jobs 200] [--task-s 1] [--workers 2] [--concurrency 4]
 
 Printed: the polling requests' median, p95 and p99 (goal: p95 under 50 ms) and the rate
 answered against the rate offered; the embedded workers' tasks/s running the same batch
@@ -122,7 +122,7 @@ def main() -> int:
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--interval-s", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--task-s", type=float, default=1.0, help="each task's sleep")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4, help="each embedded worker's")
