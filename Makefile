@@ -34,6 +34,8 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/staging.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/front_door.py --store sqlite
+	$(PY) benchmarks/polling.py  # these two need the docker engine (scripts/docker-engine.sh)
+	$(PY) benchmarks/submit.py
 
 clean:
 	rm -rf $(VENV) .venv-3.10 .venv-3.13 demo-output .pytest_cache .mypy_cache .ruff_cache
