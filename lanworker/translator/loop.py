@@ -1,9 +1,9 @@
 """The translator: S3 event notifications in, command messages out, by rules.
 
-An event message is deleted only after every command it produced was sent: `handle`
-decides (an Outcome) and the worker's settler carries it out, under a lease kept by the
-worker's heartbeats, deletes batched as a worker's are. A crash in
-between re-sends on redelivery; each command carries a deduplication key (bucket, key,
+An event message is deleted only after every command it produced was sent: `handle_batch`
+decides an Outcome for each of up to ten event messages (their commands share sends), and
+the worker's settler carries them out, under leases kept by the worker's heartbeats, deletes
+batched as a worker's are. A crash in between re-sends on redelivery; each command carries a deduplication key (bucket, key,
 version/sequencer/etag, rule) as the `lanworker-dedup-key` attribute and, on FIFO
 targets, as MessageDeduplicationId, so consumers can drop duplicates. An event message that
 is not an S3 event, or whose command a target queue refuses (too large, say), is
@@ -80,7 +80,7 @@ def commands_for(rules: RuleSet, body: str, counts: Counter[str]) -> list[Render
 
 
 class Translator:
-    """Decides what becomes of each event message (`handle` returns an Outcome); the
+    """Decides what becomes of each event message (`handle_batch` returns the Outcomes); the
     worker's settler (`loop.settle`) carries that out, under the worker's leases."""
 
     def __init__(self, rules: RuleSet, events: Queue, targets: QueueCache, config: WorkerConfig) -> None:
@@ -99,9 +99,6 @@ class Translator:
         with self._counts_lock:
             self.counts.update(counts)
         return commands
-
-    def handle(self, message: ReceivedMessage) -> Outcome:
-        return self.handle_batch([message])[0]
 
     def handle_batch(self, messages: list[ReceivedMessage]) -> list[Outcome]:
         """Each event message's outcome, in order: Delete once every command it produced
