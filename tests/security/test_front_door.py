@@ -215,6 +215,28 @@ def test_the_sign_in_cookie_opens_the_status_view_but_not_the_api(token_serve: S
     assert forged.status_code == 401
 
 
+def test_the_polled_and_submit_routes_take_only_the_right_token(token_serve: Serve) -> None:
+    """GET /tasks/ID and POST /tasks are plain routes (no FastAPI dependencies): the token
+    check in front of them still refuses a forged token, a missing one and the cookie."""
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    created = requests.post(f"{token_serve.url}{API}/tasks", json=task(), headers=right, timeout=10)
+    assert created.status_code == 200, created.text
+    task_url = f"{token_serve.url}{API}/tasks/{created.json()['id']}"
+    assert requests.get(task_url, headers=right, timeout=10).json()["state"] == "QUEUED"
+    before = len(token_serve.tasks(**right))
+    for headers in (
+        {"Authorization": "Bearer " + TOKEN[:-1] + "x"},
+        {"Authorization": "Bearer"},
+        {"Authorization": TOKEN},
+        {},
+        {"Cookie": f"lanworker_token={TOKEN}"},
+    ):
+        assert requests.get(task_url, headers=headers, timeout=10).status_code == 401, headers
+        posted = requests.post(f"{token_serve.url}{API}/tasks", json=task(), headers=headers, timeout=10)
+        assert posted.status_code == 401, headers
+    assert len(token_serve.tasks(**right)) == before
+
+
 class _AttackerPage(BaseHTTPRequestHandler):
     target = ""
 
