@@ -144,3 +144,15 @@ def test_fast_check_and_jsonschema_agree(index: int) -> None:
         assert json.dumps(document, sort_keys=True) == before, "the fast check must not change the document"
         judged += 1
     assert judged > 50
+
+
+def test_the_shipped_validator_is_the_schema_compiled_and_a_stale_one_is_never_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lanworker.message import schemacode
+
+    shipped = schemacode.precompiled("command.schema.json")
+    assert shipped is not None and shipped.__module__ == "lanworker.message.compiled.command"
+    edited = schemacode.schema_text("command.schema.json").replace('"type"', '"type" ', 1)
+    monkeypatch.setattr(schemacode, "schema_text", lambda name: edited)
+    assert schemacode.precompiled("command.schema.json") is None  # the digest no longer matches

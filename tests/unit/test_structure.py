@@ -181,6 +181,14 @@ def test_schemas_are_package_data_and_valid_schemas() -> None:
     assert (PACKAGE.parent / "schemas").resolve() == PACKAGE / "schemas"
 
 
+def test_the_shipped_compiled_schemas_are_current() -> None:
+    """A schema edited without `python -m lanworker.message.schemacode` still works (it is
+    compiled at start-up), but each worker then pays for it."""
+    from lanworker.message.schemacode import SCHEMAS, precompiled
+
+    assert [name for name in SCHEMAS if precompiled(name) is None] == []
+
+
 def test_no_function_takes_more_than_five_parameters() -> None:
     """Beside self and cls: a job travels as one JobContext, settings as one dataclass."""
     crowded = []

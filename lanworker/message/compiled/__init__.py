@@ -1,0 +1,1 @@
+"""Validators generated from lanworker/schemas by `python -m lanworker.message.schemacode`."""
