@@ -11,7 +11,6 @@ cancel markers, the disk limit, shutdown and the lease.
 from __future__ import annotations
 
 import logging
-import secrets
 
 from lanworker.core.config import WorkerConfig
 from lanworker.core.errors import Interrupted, InvalidMessage, JobFailed, TransientError, disk_full
@@ -28,7 +27,7 @@ from lanworker.pipeline.execute import execute
 from lanworker.pipeline.stage import stage
 from lanworker.pipeline.upload import upload
 from lanworker.pipeline.watch import JobWatch
-from lanworker.pipeline.workspace import Workspace
+from lanworker.pipeline.workspace import JobDirs
 from lanworker.queues import ReceivedMessage
 from lanworker.reporting.metrics import Metrics
 from lanworker.reporting.results import EventPublisher
@@ -52,6 +51,7 @@ class JobRunner:
         )
         self.tools = JobTools(config, executor, storage, events, metrics, cancels)
         self.policy = MessagePolicy.from_config(config)
+        self.dirs = JobDirs(config.work_root / config.worker_id, keep=config.concurrency)
 
     def run(self, received: ReceivedMessage, should_stop: StopCheck) -> Outcome:
         admitted = admit(received, self.tools, self.policy)
@@ -83,7 +83,8 @@ class JobRunner:
 
     def _context(self, admitted: Admitted, lease: StopCheck) -> JobContext:
         config = self.tools.config
-        root = config.work_root / config.worker_id / f"{admitted.job_id}-{secrets.token_hex(4)}"
+        workspace = self.dirs.workspace(admitted.job_id)
+        root = workspace.root
         cancels, sent_at = self.tools.cancels, admitted.received.sent_at
         watch = JobWatch(
             lease,
@@ -93,7 +94,7 @@ class JobRunner:
             (root, config.max_job_disk_mb * 1024 * 1024) if config.max_job_disk_mb else None,
         )
         return JobContext(
-            admitted, self.tools, Workspace(root), watch, admitted.result(self.tools, JobState.FAILED)
+            admitted, self.tools, workspace, watch, admitted.result(self.tools, JobState.FAILED)
         )
 
     def _execute(self, job: JobContext) -> Outcome:

@@ -22,8 +22,13 @@ through `storage.safefs`. Executors import this module and nothing else of the p
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import posixpath
+import secrets
+import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -69,20 +74,102 @@ def mirror_parts(uri: str, what: str) -> PurePosixPath:
     )
 
 
+class JobDirs:
+    """A worker's job dirs, all under WORK_ROOT/WORKER_ID, each named after its job.
+
+    An empty job dir left as it was made (this uid, the mode mkdir gives it, no extended
+    attributes or ACLs) is set aside as a spare and renamed into place for a later job: on
+    ext4 a mkdir and an rmdir per job cost a native worker about 0.1 ms of CPU (its own
+    share of a trivial job is about 0.7 ms), the two renames about 20 us. A job cannot
+    tell a spare from a new dir but by its inode number and timestamps. At most
+    `keep` spares exist; they live in the worker's own dir, removed with it when the
+    worker stops or is found dead.
+    """
+
+    def __init__(self, parent: Path, keep: int) -> None:
+        self.parent = parent
+        self._mode = _mkdir_mode()
+        self.keep = keep if self._mode is not None else 0
+        self._tag = secrets.token_hex(3)  # names stay unique across runs (--keep-workdir)
+        self._serial = itertools.count()
+        self._spares: list[Path] = []
+        self._lock = threading.Lock()
+
+    def workspace(self, job_id: str) -> Workspace:
+        return Workspace(self.parent / f"{job_id}-{self._tag}{next(self._serial)}", self)
+
+    def make(self, root: Path) -> None:
+        with self._lock:
+            spare = self._spares.pop() if self._spares else None
+        if spare is not None:
+            with contextlib.suppress(OSError):
+                os.rename(spare, root)
+                return
+        root.mkdir(parents=True, exist_ok=True)
+
+    def set_aside(self, root: Path) -> bool:
+        """Whether root, empty and as made, is now a spare (else the caller removes it)."""
+        if len(self._spares) >= self.keep or not self._as_made(root):
+            return False
+        spare = self.parent / f".spare-{self._tag}{next(self._serial)}"
+        try:
+            os.rename(root, spare)
+        except OSError:
+            return False
+        with self._lock:
+            self._spares.append(spare)
+        return True
+
+    def _as_made(self, root: Path) -> bool:
+        try:
+            info = os.lstat(root)
+            if not (
+                stat.S_ISDIR(info.st_mode)
+                and info.st_uid == os.geteuid()
+                and stat.S_IMODE(info.st_mode) == self._mode
+            ):
+                return False
+            if os.listxattr(root, follow_symlinks=False):
+                return False  # an ACL or attribute the job set must not reach the next one
+            with os.scandir(root) as entries:
+                return next(entries, None) is None
+        except OSError:
+            return False
+
+
+def _mkdir_mode() -> int | None:
+    """The mode a new directory gets under this process's umask (read, never set: setting
+    it would race every other thread), or None where that cannot be read (not Linux)."""
+    if not hasattr(os, "listxattr"):
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o777 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class Workspace:
     """One job's directory: `in/`, `out/`, `streams/`. Removal copes with foreign-owned files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, dirs: JobDirs | None = None) -> None:
         self.root = root
         self.inputs = root / "in"
         self.outputs = root / "out"
         self.streams = root / "streams"
+        self._dirs = dirs
 
     def create(self, for_containers: bool) -> None:
         """The job dir. For containers also in/, out/ and streams/, writable by any uid: they
         run as the worker's uid by default, but a service may run as another user and must
         still write its outputs. A native job's subdirectories appear as it uses them."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self._dirs is not None:
+            self._dirs.make(self.root)
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
         if not for_containers:
             return
         for directory in (self.inputs, self.outputs, self.streams):
@@ -111,7 +198,8 @@ class Workspace:
         return PurePosixPath(path.relative_to(self.root).as_posix())
 
     def remove(self) -> None:
-        remove_tree(self.root)
+        if self._dirs is None or not self._dirs.set_aside(self.root):
+            remove_tree(self.root)
 
 
 @dataclass(frozen=True)
