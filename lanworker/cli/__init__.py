@@ -319,6 +319,7 @@ def run_worker(args: argparse.Namespace) -> int:
     check_environment(config, os.environ)
     worker = build_worker(config)
     SignalFlag().install(lambda _count: worker.request_shutdown())
+    gc.freeze()  # what start-up made lives as long as the worker: collections skip it
     health_server = None
     if config.metrics_port is not None:
         stall_after_s = max(120.0, 3.0 * config.wait_time_s)

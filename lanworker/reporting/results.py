@@ -157,6 +157,8 @@ class EventPublisher:
         self._sns: Any = None
 
     def publish(self, job_id: str, state: EventState, **details: Any) -> None:
+        if not self.target and not logger.isEnabledFor(logging.DEBUG):
+            return  # nowhere to go: a job's five events cost nothing
         event = {
             "job_id": job_id,
             "worker_id": self.worker_id,
