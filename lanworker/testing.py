@@ -16,7 +16,8 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,9 @@ class InMemoryQueue:
 
     def check(self) -> None:
         return None
+
+    def together(self, urls: Iterable[str]) -> AbstractContextManager[object]:
+        return nullcontext()  # each operation is atomic on its own here
 
     def depth(self) -> dict[str, int]:
         now = time.monotonic()

@@ -116,24 +116,37 @@ class Settler:
                     item = self._pending.get_nowait()
                 except stdlib_queue.Empty:
                     break
-            try:
-                self._settle_batch(batch)
-            except Exception:
-                logger.exception("settling failed; the messages come back after their visibility timeout")
+            self._settle_batch(batch)
 
     def _settle_batch(self, batch: list[Decided]) -> None:
         try:
-            delivered = self._report([decided for decided in batch if self._before_report(decided)])
-            deletes = [decided for decided in delivered if self._after_report(decided)]
-            if deletes:
-                errors = self.queue.delete_batch([decided.message for decided in deletes])
-                for decided, error in zip(deletes, errors, strict=True):
-                    self._deleted(decided, error)
+            with self.queue.together(self._destinations(batch)):
+                delivered = self._report([decided for decided in batch if self._before_report(decided)])
+                deletes = [decided for decided in delivered if self._after_report(decided)]
+                if deletes:
+                    errors = self.queue.delete_batch([decided.message for decided in deletes])
+                    for decided, error in zip(deletes, errors, strict=True):
+                        self._deleted(decided, error)
+        except Exception:
+            # Unexpected; or the embedded queue's joined commit failed, and then nothing of
+            # the batch happened. Either way its messages come back and run again.
+            logger.exception("settling failed; the messages come back after their visibility timeout")
         finally:
             for decided in batch:
                 self.heartbeats.end(decided.lease)
             with self._count_lock:
                 self._in_hand -= len(batch)
+
+    def _destinations(self, batch: list[Decided]) -> set[str]:
+        """Every queue settling this batch may send to besides the job queue: results,
+        replies, and the events target."""
+        urls = {self.events.target} if self.events.target else set()
+        for decided in batch:
+            outcome = decided.outcome
+            if isinstance(outcome, Delete | DeadLetter) and outcome.result is not None:
+                target = outcome.reply_to or self.reporter.results_url
+                urls |= {target} if target else set()
+        return urls
 
     def _before_report(self, decided: Decided) -> bool:
         """Abandon and Release end here; True when the outcome has a result to deliver

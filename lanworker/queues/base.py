@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,6 +111,11 @@ class Queue(Protocol):
 
     def depth(self) -> dict[str, int]:
         """Approximate messages waiting (`visible`) and being worked on (`in_flight`)."""
+
+    def together(self, urls: Iterable[str]) -> AbstractContextManager[object]:
+        """While inside, what this thread does to this queue and to the queues at `urls`
+        commits as one, where the backend can (the embedded queue, when they all live in
+        its file); elsewhere each operation stands alone as always."""
 
 
 def exhausted_reason(receive_count: int, max_receives: int, last_error: str | None) -> str:

@@ -17,6 +17,7 @@ embedded workers and the projection hand work to each other without a polling de
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,8 +25,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from lanworker.core.errors import QueueUnreachable, StaleReceipt
@@ -91,6 +92,12 @@ class Arrivals:
             self._changed.wait_for(lambda: self.count != seen, timeout_s)
 
 
+@functools.lru_cache(maxsize=64)
+def _file_of(url: str) -> str | None:
+    """The real path of the file an embedded queue URL names; None for any other queue."""
+    return os.path.realpath(parse_local_url(url)[0]) if url.startswith("local:") else None
+
+
 def _stale(message: ReceivedMessage) -> StaleReceipt:
     return StaleReceipt(f"message {message.message_id}: receipt is stale (received again elsewhere or gone)")
 
@@ -141,6 +148,15 @@ class LocalQueue:
 
     def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._shared().read()
+
+    def together(self, urls: Iterable[str]) -> AbstractContextManager[object]:
+        """One transaction for this thread's operations inside, when every queue in `urls`
+        lives in this file too (results, replies and events beside the jobs): a job's
+        result, its requeue and its delete commit together or not at all. With a queue in
+        another file nothing is joined, so no thread ever holds two files' locks."""
+        if all(_file_of(url) == _file_of(self.url) for url in urls):
+            return self._transaction()
+        return nullcontext()
 
     def check(self) -> None:
         with self._read() as db:

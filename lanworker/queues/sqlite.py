@@ -63,6 +63,19 @@ def immediate(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     connection.execute("COMMIT")
 
 
+@contextmanager
+def savepoint(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A part of the open transaction that an error undoes alone."""
+    connection.execute("SAVEPOINT joined")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK TO joined")
+        connection.execute("RELEASE joined")
+        raise
+    connection.execute("RELEASE joined")
+
+
 class SharedConnection:
     """One connection to one file for every thread of the process; users take turns."""
 
@@ -72,6 +85,7 @@ class SharedConnection:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
         self._lock = threading.Lock()
+        self._holder: int | None = None  # the thread inside transaction() now
 
     @classmethod
     def to(
@@ -92,10 +106,25 @@ class SharedConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, immediate(self._connection) as connection:
-            yield connection
+        """One write transaction. Entered again by the thread already inside one, it joins
+        that one as a savepoint: the inner part rolls back alone on an error and commits
+        with the outer one."""
+        if self._holder == threading.get_ident():
+            with savepoint(self._connection) as connection:
+                yield connection
+            return
+        with self._lock:
+            self._holder = threading.get_ident()
+            try:
+                with immediate(self._connection) as connection:
+                    yield connection
+            finally:
+                self._holder = None
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
+        if self._holder == threading.get_ident():
+            yield self._connection  # inside this thread's own transaction
+            return
         with self._lock:
             yield self._connection

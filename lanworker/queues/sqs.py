@@ -7,7 +7,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -186,6 +187,9 @@ class SqsQueue:
                 logger.warning("cannot read the message size limit of %s: %s", self.url, exc)
                 self._ask_limit_at = time.monotonic() + ASK_LIMIT_AGAIN_S
         return self._max_message_bytes or CLASSIC_MESSAGE_BYTES
+
+    def together(self, urls: Iterable[str]) -> AbstractContextManager[object]:
+        return nullcontext()  # SQS has no transactions: each call stands alone
 
     def depth(self) -> dict[str, int]:
         attributes = self._call(

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from lanworker.core.errors import StaleReceipt
 from lanworker.queues import LocalQueue
+from lanworker.queues.base import Outgoing
 
 QueueFactory = Callable[..., LocalQueue]
 
@@ -111,3 +114,51 @@ def test_a_waiting_receive_wakes_when_this_process_sends(
     sender.send("hello")
     waiting.join(timeout=30)
     assert not waiting.is_alive() and received == ["hello"]
+
+
+def _rows(queue: LocalQueue) -> dict[str, int]:
+    """Messages per queue name as another connection (another process) sees them."""
+    import sqlite3
+
+    with sqlite3.connect(queue.path) as other:
+        return dict(other.execute("SELECT queue, COUNT(*) FROM messages GROUP BY queue").fetchall())
+
+
+def test_together_commits_a_result_and_a_delete_as_one(local_queue_factory: QueueFactory) -> None:
+    jobs, results = local_queue_factory("jobs"), local_queue_factory("results")
+    jobs.send("job")
+    [message] = jobs.receive(1, 0, 30)
+    with jobs.together([results.url]):
+        assert results.send_batch([Outgoing("result")]) == [None]
+        assert jobs.delete_batch([message]) == [None]
+        assert _rows(jobs) == {"jobs": 1}  # nothing is seen until both are done
+    assert _rows(jobs) == {"results": 1}
+
+
+def test_together_undoes_everything_when_it_fails_and_an_inner_error_alone(
+    local_queue_factory: QueueFactory,
+) -> None:
+    jobs, results = local_queue_factory("jobs"), local_queue_factory("results")
+    jobs.send("job")
+    [message] = jobs.receive(1, 0, 30)
+    with pytest.raises(RuntimeError), jobs.together([results.url]):
+        results.send("result")
+        jobs.delete(message)
+        raise RuntimeError("the commit did not happen")
+    assert _rows(jobs) == {"jobs": 1}
+    with jobs.together([results.url]):
+        results.send("result")
+        with pytest.raises(StaleReceipt):
+            jobs.release(dataclasses.replace(message, receipt_handle="stale"))
+    assert _rows(jobs) == {"jobs": 1, "results": 1}
+
+
+def test_together_joins_nothing_when_a_destination_lives_in_another_file(
+    local_queue_factory: QueueFactory, tmp_path: Path
+) -> None:
+    jobs = local_queue_factory("jobs")
+    elsewhere = LocalQueue(f"local:{tmp_path / 'other.db'}#results")
+    with jobs.together([elsewhere.url]):
+        elsewhere.send("result")
+        jobs.send("job")
+        assert _rows(elsewhere) == {"results": 1} and _rows(jobs) == {"jobs": 1}  # each committed at once
