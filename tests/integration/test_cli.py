@@ -40,6 +40,16 @@ def worker_args(local: LocalQueue, tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
+def wait_for_a_job_dir(tmp_path: Path) -> None:
+    """Until a job has passed the worker's shutdown check: its job dir is made after it.
+    (A message in flight may still be waiting for its slot, and a signal then releases it
+    without running it.)"""
+    wait_until(
+        lambda: any(not path.name.startswith(".") for path in (tmp_path / "work").glob("*/*")),
+        what="the job to start",
+    )
+
+
 def sleep_job(seconds: float) -> str:
     return json.dumps(
         {
@@ -107,7 +117,7 @@ def test_sigterm_lets_the_running_job_finish(local: LocalQueue, tmp_path: Path) 
         *worker_args(local, tmp_path, "--results", results.url, "--grace-period-s", "30"),
         log_path=tmp_path / "worker.log",
     )
-    wait_until(lambda: local.counts()["in_flight"] == 1, what="the job to start")
+    wait_for_a_job_dir(tmp_path)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == cli.EXIT_STOPPED
     [message] = results.receive(1, 0, 30)
@@ -122,7 +132,7 @@ def test_grace_period_over_releases_the_job(local: LocalQueue, tmp_path: Path) -
         *worker_args(local, tmp_path, "--grace-period-s", "1", "--visibility-timeout-s", "600"),
         log_path=tmp_path / "worker.log",
     )
-    wait_until(lambda: local.counts()["in_flight"] == 1, what="the job to start")
+    wait_for_a_job_dir(tmp_path)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == cli.EXIT_STOPPED
     # Released with visibility 0: another worker can take it now, not in ten minutes.
@@ -135,7 +145,7 @@ def test_second_signal_forces(local: LocalQueue, tmp_path: Path) -> None:
         *worker_args(local, tmp_path, "--grace-period-s", "120", "--visibility-timeout-s", "600"),
         log_path=tmp_path / "worker.log",
     )
-    wait_until(lambda: local.counts()["in_flight"] == 1, what="the job to start")
+    wait_for_a_job_dir(tmp_path)
     worker.send_signal(signal.SIGTERM)
     with pytest.raises(subprocess.TimeoutExpired):
         worker.wait(timeout=1)
