@@ -144,7 +144,7 @@ class Settler:
         for decided in batch:
             outcome = decided.outcome
             if isinstance(outcome, Delete | DeadLetter) and outcome.result is not None:
-                target = outcome.reply_to or self.reporter.results_url
+                target = self.reporter.target_of(outcome.reply_to)
                 urls |= {target} if target else set()
         return urls
 

@@ -77,9 +77,10 @@ class Arrivals:
         self._changed = threading.Condition()
 
     @classmethod
-    def of(cls, path: Path, name: str) -> Arrivals:
+    def of(cls, file: str, name: str) -> Arrivals:
+        """Those of queue `name` in `file` (a real path: every URL of one file shares them)."""
         with cls._all_lock:
-            return cls._all.setdefault((os.path.abspath(path), name), cls())
+            return cls._all.setdefault((file, name), cls())
 
     def announce(self) -> None:
         with self._changed:
@@ -93,9 +94,13 @@ class Arrivals:
 
 
 @functools.lru_cache(maxsize=64)
+def _real_file(path: Path) -> str:
+    return os.path.realpath(path)
+
+
 def _file_of(url: str) -> str | None:
     """The real path of the file an embedded queue URL names; None for any other queue."""
-    return os.path.realpath(parse_local_url(url)[0]) if url.startswith("local:") else None
+    return _real_file(parse_local_url(url)[0]) if url.startswith("local:") else None
 
 
 def _stale(message: ReceivedMessage) -> StaleReceipt:
@@ -128,7 +133,8 @@ class LocalQueue:
         # publishes the job's final event from it, as SQS workers do on their last receive.
         self.on_exhausted: Callable[[str, str, str], None] | None = None
         self._db: SharedConnection | None = None  # opened on first use: the file may not exist yet
-        self._arrivals = Arrivals.of(self.path, self.name)
+        self._file = _real_file(self.path)
+        self._arrivals = Arrivals.of(self._file, self.name)
 
     def sibling(self, name: str) -> LocalQueue:
         """Another named queue in the same file (results, replies)."""
@@ -154,7 +160,7 @@ class LocalQueue:
         lives in this file too (results, replies and events beside the jobs): a job's
         result, its requeue and its delete commit together or not at all. With a queue in
         another file nothing is joined, so no thread ever holds two files' locks."""
-        if all(_file_of(url) == _file_of(self.url) for url in urls):
+        if all(_file_of(url) == self._file for url in urls):
             return self._transaction()
         return nullcontext()
 

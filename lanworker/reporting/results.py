@@ -35,6 +35,10 @@ class ResultReporter:
         self.results_url = results_url
         self.queues = queues
 
+    def target_of(self, reply_to: str | None) -> str | None:
+        """Where a result goes: the message's reply_to, else the worker's results queue."""
+        return reply_to or self.results_url
+
     def report(self, results: Sequence[tuple[JobResult, str | None]]) -> list[TransientError | None]:
         """Log each (result, reply_to), then deliver them in as few calls per target queue
         as it allows, each cut to fit the queue's message limit if it must be (the log
@@ -53,7 +57,7 @@ class ResultReporter:
                 extra={"job_id": result.job_id, "action": "result", "result": document},
             )
             documents.append(document)
-            target = reply_to or self.results_url
+            target = self.target_of(reply_to)
             if target:
                 targets.setdefault(target, []).append(index)
         for target, indexes in targets.items():
