@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from lanworker import __version__
 from lanworker.core.errors import MessageRefused
 from lanworker.tes.convert import TaskRefused, storage_schemes, to_tes
+from lanworker.tes.intake import Intake
 from lanworker.tes.models import State, TesTask
 from lanworker.tes.service import StoreFull, TesService, tag_filter
 from lanworker.tes.store import RecordFilter, RecordTooLarge
@@ -84,14 +85,13 @@ def service_info(service: Service) -> dict[str, Any]:
 
 
 async def create_task(request: Request) -> JSONResponse:
-    """POST /tasks: a plain route, as get_task, for the rate engines submit at. Created in
-    the event loop when the store and queue are local files, in a thread when either is
-    over the network."""
+    """POST /tasks: a plain route, as get_task, for the rate engines submit at; the app's
+    Intake writes the tasks that arrive together in one go."""
     body = await request.body()  # its size already checked by the guard, as it arrived
-    service = await _service(request)
+    intake: Intake = request.app.state.intake
     try:
         task = TesTask.model_validate_json(body)
-        task_id = await _call(service.store.remote or service.queue.remote, service.create, task)
+        task_id = await intake.create(task)
     except ValidationError as exc:
         return error_response(400, describe_errors(exc.errors()))
     except (TaskRefused, RecordTooLarge, MessageRefused) as exc:  # the last two: too large

@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from lanworker import __version__
 from lanworker.tes.api import describe_errors, error_response, router
 from lanworker.tes.guard import ASGIApp, Receive, RequestGuard, Scope, Send
+from lanworker.tes.intake import Intake
 from lanworker.tes.service import TesService
 
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
@@ -86,6 +87,7 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
     app.add_middleware(RequestGuard, loopback_only=loopback_only)  # outside the token check
 
     app.state.service = service
+    app.state.intake = Intake(service)
     for prefix in PREFIXES:
         app.include_router(router, prefix=prefix)
 

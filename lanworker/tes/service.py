@@ -11,14 +11,15 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from fastapi import APIRouter
 
 from lanworker.message.policy import MessagePolicy
-from lanworker.queues import Queue
+from lanworker.queues import Outgoing, Queue
 from lanworker.storage import Storage
 from lanworker.storage.control import request_cancel
-from lanworker.tes.convert import new_record, new_task_id, task_to_message
+from lanworker.tes.convert import TaskRefused, new_record, new_task_id, task_to_message
 from lanworker.tes.models import State, TesTask
 from lanworker.tes.store import Record, TaskStore
 
@@ -39,29 +40,52 @@ class TesService:
 
     # ----------------------------------------------------------------- operations
     def create(self, task: TesTask) -> str:
-        task_id = new_task_id()
-        message, notes = task_to_message(task, task_id, self.policy)
-        record = new_record(task, task_id, notes)
-        self._check_room(record)
-        self.store.create(record)
-        try:
-            self.queue.send(json.dumps(message))
-        except Exception as exc:
-            error = str(exc)
-            self.store.update(task_id, lambda r: _failed_to_queue(r, error))
-            raise
-        logger.info("task %s queued", task_id, extra={"job_id": task_id, "action": "queued"})
-        return task_id
+        """One task, as create_batch; raises what refused or failed it."""
+        outcome = self.create_batch([task])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _check_room(self, record: Record) -> None:
-        if self.max_store_bytes is None:
-            return
-        used = self.store.stored_bytes()
-        if used + len(json.dumps(record)) > self.max_store_bytes:
-            raise StoreFull(
-                f"the task store holds {used} bytes of its {self.max_store_bytes} (--max-store-mb): "
-                "new tasks are refused until old ones are pruned (serve --keep-days)"
-            )
+    def create_batch(self, tasks: list[TesTask]) -> list[str | Exception]:
+        """New tasks stored, then queued, together: one store write (one SQLite transaction)
+        and one queue send for all of them. Per task in order: its id, or what refused it
+        (TaskRefused, StoreFull) or failed it (the store's or the queue's error; a task
+        whose message was not sent is SYSTEM_ERROR)."""
+        outcomes: list[str | Exception] = []
+        accepted: list[tuple[int, Record, Outgoing]] = []
+        room = _Room(self.store, self.max_store_bytes)
+        for task in tasks:
+            task_id = new_task_id()
+            try:
+                message, notes = task_to_message(task, task_id, self.policy)
+                record = new_record(task, task_id, notes)
+                room.take(record)
+            except (TaskRefused, StoreFull) as exc:
+                outcomes.append(exc)
+                continue
+            accepted.append((len(outcomes), record, Outgoing(json.dumps(message))))
+            outcomes.append(task_id)
+        if not accepted:
+            return outcomes
+        try:
+            if len(accepted) == 1:
+                self.store.create(accepted[0][1])  # on DynamoDB, create_many is a bulk load
+            else:
+                self.store.create_many([record for _, record, _ in accepted])
+        except Exception as exc:
+            for index, _, _ in accepted:
+                outcomes[index] = exc
+            return outcomes
+        failures = self.queue.send_batch([message for _, _, message in accepted])
+        for (index, record, _), failure in zip(accepted, failures, strict=True):
+            if failure is None:
+                logger.info(
+                    "task %s queued", record["id"], extra={"job_id": record["id"], "action": "queued"}
+                )
+                continue
+            self.store.update(record["id"], partial(_failed_to_queue, error=str(failure)))
+            outcomes[index] = failure
+        return outcomes
 
     def cancel(self, task_id: str) -> Record | None:
         record = self.store.get(task_id)
@@ -73,6 +97,25 @@ class TesService:
 
 class StoreFull(Exception):
     """The store reached --max-store-mb: 507 Insufficient Storage, with the reason."""
+
+
+class _Room:
+    """What --max-store-mb leaves for a batch of new records (without a limit: no reads)."""
+
+    def __init__(self, store: TaskStore, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0 if max_bytes is None else store.stored_bytes()
+
+    def take(self, record: Record) -> None:
+        if self.max_bytes is None:
+            return
+        size = len(json.dumps(record))
+        if self.used + size > self.max_bytes:
+            raise StoreFull(
+                f"the task store holds {self.used} bytes of its {self.max_bytes} (--max-store-mb): "
+                "new tasks are refused until old ones are pruned (serve --keep-days)"
+            )
+        self.used += size
 
 
 def _failed_to_queue(record: Record | None, error: str) -> Record | None:

@@ -61,6 +61,10 @@ class TaskStore(Protocol):
     def create(self, record: Record) -> None:
         """Add a new record; raises KeyError if the id exists."""
 
+    def create_many(self, records: list[Record]) -> None:
+        """Add new records in one go. SQLite: one transaction, all or none, KeyError if an
+        id exists. DynamoDB: a bulk load, 25 items a call, no check that ids are new."""
+
     def get(self, task_id: str) -> Record | None: ...
 
     def update(self, task_id: str, change: Change) -> Record | None:

@@ -138,10 +138,13 @@ class SqliteTaskStore:
             raise KeyError(record["id"]) from None
 
     def create_many(self, records: list[Record]) -> None:
-        """Add new records in one transaction (a bulk load: an import, a benchmark's fill)."""
-        with self._transaction() as db:
-            for record in records:
-                _insert(db, record)
+        """Add new records in one transaction, all or none; KeyError if an id exists."""
+        try:
+            with self._transaction() as db:
+                for record in records:
+                    _insert(db, record)
+        except sqlite3.IntegrityError:
+            raise KeyError(", ".join(record["id"] for record in records)) from None
 
     def get(self, task_id: str) -> Record | None:
         row = self._db().execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
