@@ -98,7 +98,9 @@ def test_a_message_the_queue_refuses_makes_its_task_a_system_error(tmp_path: Pat
     queue = InMemoryQueue()
     queue.max_bytes = 2000
     service = make_service(tmp_path, queue)
-    small, large = service.create_batch([task(), task(executors=[{"image": "busybox", "command": ["echo", "x" * 5000]}])])
+    small, large = service.create_batch(
+        [task(), task(executors=[{"image": "busybox", "command": ["echo", "x" * 5000]}])]
+    )
     assert isinstance(small, str) and stored(service, small)["state"] == "QUEUED"
     assert isinstance(large, MessageRefused)
     (large_id,) = [r["id"] for r in service.store.page(_all(), 10, None)[0] if r["id"] != small]
