@@ -69,7 +69,7 @@ class TesService:
             return outcomes
         try:
             if len(accepted) == 1:
-                self.store.create(accepted[0][1])  # on DynamoDB, create_many is a bulk load
+                self.store.create(accepted[0][1])  # DynamoDB's create_many is a bulk load, unchecked
             else:
                 self.store.create_many([record for _, record, _ in accepted])
         except Exception as exc:

@@ -20,7 +20,7 @@ from lanworker.tes.convert import TaskRefused, new_record
 from lanworker.tes.intake import Intake
 from lanworker.tes.models import TesTask
 from lanworker.tes.service import StoreFull, TesService
-from lanworker.tes.store import Record
+from lanworker.tes.store import Record, RecordFilter
 from lanworker.tes.store.sqlite import SqliteTaskStore
 from lanworker.testing import InMemoryQueue
 
@@ -138,9 +138,7 @@ def test_create_raises_what_refused_the_task(tmp_path: Path) -> None:
     assert stored(service, service.create(task()))["state"] == "QUEUED"
 
 
-def _all() -> Any:
-    from lanworker.tes.store import RecordFilter
-
+def _all() -> RecordFilter:
     return RecordFilter(None, None, {})
 
 
