@@ -145,7 +145,8 @@ class Settler:
             outcome = decided.outcome
             if isinstance(outcome, Delete | DeadLetter) and outcome.result is not None:
                 target = self.reporter.target_of(outcome.reply_to)
-                urls |= {target} if target else set()
+                if target:
+                    urls.add(target)
         return urls
 
     def _before_report(self, decided: Decided) -> bool:

@@ -109,14 +109,16 @@ class JobDirs:
 
     def set_aside(self, root: Path) -> bool:
         """Whether root, empty and as made, is now a spare (else the caller removes it)."""
-        if len(self._spares) >= self.keep or not self._as_made(root):
+        if not self._as_made(root):
             return False
-        spare = self.parent / f".spare-{self._tag}{next(self._serial)}"
-        try:
-            os.rename(root, spare)
-        except OSError:
-            return False
-        with self._lock:
+        with self._lock:  # the count and the rename together: never more than `keep`
+            if len(self._spares) >= self.keep:
+                return False
+            spare = self.parent / f".spare-{self._tag}{next(self._serial)}"
+            try:
+                os.rename(root, spare)
+            except OSError:
+                return False
             self._spares.append(spare)
         return True
 
