@@ -12,6 +12,13 @@ moto_server answers on loopback in a fraction of a millisecond plus its own per-
 work, where SQS takes 5-20 ms a call within a region: --rtt-ms adds that round trip to
 every boto3 call of this process (both contenders' alike, a sleep that overlaps as the
 network's would); 0 measures moto_server bare.
+
+moto also recounts a queue's messages for every message sent to it or received from it
+(its queue attributes), so its work per command grows with the jobs queue's depth, which
+SQS's does not. As workers would, a consumer in a process of its own takes the commands
+off the jobs queue while each contender runs (the same for both), and its count is the
+check that every command arrived once; --no-drain leaves them queued (moto's depth-bound
+time then dominates both contenders).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +74,26 @@ def fill(sqs: Any, url: str, events: int, records: int) -> None:
         sqs.send_message_batch(QueueUrl=url, Entries=entries)
 
 
+DRAIN = """
+import sys, boto3
+sqs, url, want, got = boto3.client("sqs"), sys.argv[1], int(sys.argv[2]), 0
+while got < want:
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    if messages:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    got += len(messages)
+print(got)
+"""
+
+
+def drained(jobs_url: str, count: int) -> subprocess.Popen[str]:
+    """A consumer that deletes `count` commands from the jobs queue, then prints its count."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DRAIN, jobs_url, str(count)], stdout=subprocess.PIPE, text=True
+    )
+
+
 def boto3_loop(sqs: Any, events_url: str, jobs_url: str, events: int) -> float:
     """What a hand-written translator does: receive ten, one send per command, one delete per event."""
     started = time.perf_counter()
@@ -99,6 +127,21 @@ def lanworker(events_url: str, jobs_url: str, concurrency: int) -> float:
     return time.perf_counter() - started
 
 
+def check_sent(
+    sqs: Any, jobs_url: str, expected: int, consumer: subprocess.Popen[str] | None, name: str
+) -> None:
+    """Every command arrived, once: the consumer's count, or the queue's, and nothing left."""
+    consumed = int(consumer.communicate(timeout=300)[0]) if consumer is not None else 0
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=jobs_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    left = int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert consumed + left == expected, (name, consumed, left, expected)
+
+
 def add_round_trip(rtt_ms: float) -> None:
     """Every AWS call of this process waits rtt_ms before it is sent, as on a network."""
     from botocore.endpoint import Endpoint
@@ -118,6 +161,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1, help="records (commands) per event")
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds; medians are printed")
     parser.add_argument("--rtt-ms", type=float, default=10.0, help="round trip added to each AWS call")
+    parser.add_argument(
+        "--no-drain", dest="drain", action="store_false", help="leave the commands queued (no consumer)"
+    )
     args = parser.parse_args()
     logging.disable(logging.INFO)  # as --log-level WARNING: the loop logs nothing either
     with tempfile.TemporaryDirectory() as scratch, moto_server(scratch):
@@ -138,17 +184,14 @@ def main() -> None:
                 )["QueueUrl"]
                 jobs_url = sqs.create_queue(QueueName=f"jobs-{round_}-{abs(hash(name))}")["QueueUrl"]
                 fill(sqs, events_url, args.events, args.records)
+                consumer = drained(jobs_url, args.events * args.records) if args.drain else None
                 timings.setdefault(name, []).append(run(events_url, jobs_url))
-                sent = int(
-                    sqs.get_queue_attributes(
-                        QueueUrl=jobs_url, AttributeNames=["ApproximateNumberOfMessages"]
-                    )["Attributes"]["ApproximateNumberOfMessages"]
-                )
-                assert sent == args.events * args.records, (name, sent)
+                check_sent(sqs, jobs_url, args.events * args.records, consumer, name)
     baseline = statistics.median(timings["boto3 loop (receive 10, send each, delete each)"])
     print(
         f"{args.events} events x {args.records} record(s) through SQS on moto_server, {args.rtt_ms:g} ms added "
-        f"to each call; medians of {args.rounds} alternated rounds"
+        f"to each call, commands {'consumed as they arrive' if args.drain else 'left queued'}; "
+        f"medians of {args.rounds} alternated rounds"
     )
     for name, values in timings.items():
         seconds = statistics.median(values)

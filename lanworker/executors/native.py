@@ -229,13 +229,14 @@ class _Supervisor:
         self.pipes = {stdout_fd: request.stdout, stderr_fd: request.stderr}  # closed by run()
         self.request = request
         self.grace_s = grace_s
-        self.selector = selectors.DefaultSelector()
+        self.selector = selectors.PollSelector()  # no kernel object to make and close per job, as epoll has
         self.pidfd: int | None = None
         self.sinks: dict[int, CapturedStream] = {}
         self.stop_reason: StopReason | None = None
         self.kill_at: float | None = None  # when SIGKILL follows the SIGTERM of a stop
 
     def run(self) -> StopReason | None:
+        killed = False
         try:
             for fd, sink in self.pipes.items():
                 self.selector.register(fd, selectors.EVENT_READ)
@@ -245,10 +246,12 @@ class _Supervisor:
                 self.selector.register(self.pidfd, selectors.EVENT_READ)
             self._until_exit()
             _signal_group(self.process.pid, signal.SIGKILL)
+            killed = True  # a killed group cannot grow: its members die before they can fork
             self._drain(time.monotonic() + self.grace_s)
         finally:
             # Until the leader is reaped its pid, and so its group id, cannot be reused.
-            _signal_group(self.process.pid, signal.SIGKILL)
+            if not killed:
+                _signal_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.selector.close()
             if self.pidfd is not None:

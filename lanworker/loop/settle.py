@@ -28,7 +28,7 @@ from lanworker.loop.leases import Heartbeats, Lease
 from lanworker.queues import Queue, ReceivedMessage
 from lanworker.queues.base import MAX_BATCH
 from lanworker.reporting.metrics import Metrics
-from lanworker.reporting.results import Reports
+from lanworker.reporting.results import ReadyResult, Reports
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,13 @@ class Settler:
 
     def _settle_batch(self, batch: list[Decided]) -> None:
         try:
+            # Results are logged and serialised before the transaction: processes sharing
+            # the embedded queue's file wait for each other's transactions.
+            ready = self._prepare(batch)
             with self.queue.together(self._destinations(batch)):
-                delivered = self._report([decided for decided in batch if self._before_report(decided)])
+                delivered = self._report(
+                    [decided for decided in batch if self._before_report(decided)], ready
+                )
                 deletes = [decided for decided in delivered if self._after_report(decided)]
                 if deletes:
                     errors = self.queue.delete_batch([decided.message for decided in deletes])
@@ -162,7 +167,6 @@ class Settler:
             return False
         if outcome.result is None:
             return True  # nothing to report (a translated event): on to its delete
-        outcome.result.receive_count = message.receive_count
         if isinstance(outcome, Delete) and outcome.requeue is not None:
             try:
                 requeue = outcome.requeue  # the next attempt keeps the sender's attributes and group
@@ -174,22 +178,27 @@ class Settler:
                 return False
         return True
 
-    def _report(self, reporting: list[Decided]) -> list[Decided]:
+    def _prepare(self, batch: list[Decided]) -> dict[int, ReadyResult]:
+        """The results of these made ready to send, by id() of their Decided."""
+        reporting = []
+        for decided in batch:
+            outcome = decided.outcome
+            if isinstance(outcome, Delete | DeadLetter) and outcome.result is not None:
+                outcome.result.receive_count = decided.message.receive_count
+                reporting.append((decided, outcome.result, outcome.reply_to))
+        ready = self.reporter.prepare([(result, reply_to) for _, result, reply_to in reporting])
+        return {id(decided): item for (decided, _, _), item in zip(reporting, ready, strict=True)}
+
+    def _report(self, reporting: list[Decided], ready: dict[int, ReadyResult]) -> list[Decided]:
         """Deliver the results of these, all together; those delivered (or with none)."""
-        delivered, with_result, results = [], [], []
-        for decided in reporting:
-            assert isinstance(decided.outcome, (Delete, DeadLetter))
-            if decided.outcome.result is None:
-                delivered.append(decided)
-            else:
-                with_result.append(decided)
-                results.append((decided.outcome.result, decided.outcome.reply_to))
-        errors = self.reporter.report(results) if results else []
-        for decided, (result, _), error in zip(with_result, results, errors, strict=True):
+        delivered = [decided for decided in reporting if id(decided) not in ready]
+        with_result = [decided for decided in reporting if id(decided) in ready]
+        errors = self.reporter.deliver([ready[id(decided)] for decided in with_result]) if with_result else []
+        for decided, error in zip(with_result, errors, strict=True):
             if error is None:
                 delivered.append(decided)
             else:
-                self._undelivered(decided.message, result.job_id, error)
+                self._undelivered(decided.message, ready[id(decided)].job_id, error)
         return delivered
 
     def _undelivered(self, message: ReceivedMessage, job_id: str, error: Exception) -> None:

@@ -202,7 +202,8 @@ class Worker:
 
     def _prefetch(self) -> int:
         """One message per slot beyond the running ones while recent jobs are short, none
-        otherwise: a message waiting behind a long job could run on an idle worker."""
+        otherwise: a message waiting behind a long job could run on an idle worker. (The
+        embedded queue's slots receive for themselves and are never asked.)"""
         return self.config.concurrency if self._recent_job_s < PREFETCH_BELOW_S else 0
 
     def _lease(self, message: ReceivedMessage) -> None:

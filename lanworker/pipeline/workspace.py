@@ -89,6 +89,7 @@ class JobDirs:
     def __init__(self, parent: Path, keep: int) -> None:
         self.parent = parent
         self._mode = _mkdir_mode()
+        self._uid = os.geteuid()
         self.keep = keep if self._mode is not None else 0
         self._tag = secrets.token_hex(3)  # names stay unique across runs (--keep-workdir)
         self._serial = itertools.count()
@@ -127,7 +128,7 @@ class JobDirs:
             info = os.lstat(root)
             if not (
                 stat.S_ISDIR(info.st_mode)
-                and info.st_uid == os.geteuid()
+                and info.st_uid == self._uid
                 and stat.S_IMODE(info.st_mode) == self._mode
             ):
                 return False

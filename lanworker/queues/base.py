@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -137,15 +138,17 @@ class SinglePass:
         self.queue = queue
         self.seen: set[str] = set()
         self.held: dict[str, ReceivedMessage] = {}
+        self._lock = threading.Lock()  # slots of the embedded queue receive for themselves
 
     def first_sightings(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage]:
         fresh = []
-        for message in messages:
-            if message.message_id in self.seen:
-                self.held[message.message_id] = message  # the newest receipt is the valid one
-            else:
-                self.seen.add(message.message_id)
-                fresh.append(message)
+        with self._lock:
+            for message in messages:
+                if message.message_id in self.seen:
+                    self.held[message.message_id] = message  # the newest receipt is the valid one
+                else:
+                    self.seen.add(message.message_id)
+                    fresh.append(message)
         return fresh
 
     def finish(self) -> None:

@@ -149,8 +149,9 @@ class LocalQueue:
                 raise QueueUnreachable(f"cannot open local queue {self.path}: {exc}") from exc
         return self._db
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._shared().transaction()
+    def _transaction(self, one_statement: bool = False) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction, or a part of this thread's (see SharedConnection.transaction)."""
+        return self._shared().transaction(one_statement)
 
     def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._shared().read()
@@ -178,7 +179,7 @@ class LocalQueue:
         deduplication_id: str | None = None,
     ) -> str:
         stored = _stored_attributes(Outgoing(body, attributes or {}, group_id, deduplication_id))
-        with self._transaction() as db:
+        with self._transaction(one_statement=True) as db:
             message_id = self._insert(db, body, stored, delay_s)
         if delay_s <= 0:
             self._arrivals.announce()
@@ -190,7 +191,7 @@ class LocalQueue:
     def send_batch(self, messages: Sequence[Outgoing]) -> list[Exception | None]:
         """All in one transaction."""
         try:
-            with self._transaction() as db:
+            with self._transaction(one_statement=len(messages) == 1) as db:
                 for message in messages:
                     self._insert(db, message.body, _stored_attributes(message))
         except Exception as exc:
@@ -264,7 +265,7 @@ class LocalQueue:
         return received
 
     def _update_owned(self, message: ReceivedMessage, sql: str, parameters: tuple[object, ...]) -> None:
-        with self._transaction() as db:
+        with self._transaction(one_statement=True) as db:
             cursor = db.execute(
                 sql + " WHERE id = ? AND receipt = ?",
                 (*parameters, message.message_id, message.receipt_handle),
@@ -294,7 +295,7 @@ class LocalQueue:
         """sql on each message still ours, all in one transaction; per message None or why not."""
         errors: list[Exception | None] = []
         try:
-            with self._transaction() as db:
+            with self._transaction(one_statement=len(messages) == 1) as db:
                 for message in messages:
                     cursor = db.execute(
                         sql + " WHERE id = ? AND receipt = ?",

@@ -10,6 +10,11 @@ translator: their commands share sends); a slot is one handler call either way.
 With `prefetch`, the loop holds messages beyond its free slots; they wait in the pool's
 queue, and the handler is the one to decide what a message that waited past a shutdown
 request becomes (the worker releases it).
+
+On the embedded queue (handlers of one message) a slot that finished its message receives
+the next one itself, with no wait, and nothing is prefetched: a receive there costs less
+than handing a message from thread to thread. The loop still does the long polls, the
+backoff after errors, and the end of a --once run.
 """
 
 from __future__ import annotations
@@ -118,6 +123,8 @@ class ReceiveLoop:
         self.single_pass = SinglePass(queue)
         self._backoff_s = 1.0
         self._pool: ThreadPoolExecutor | None = None
+        # On the embedded queue a slot takes its next message itself (see _slot).
+        self.chain = not queue.remote and self.batch_size == 1
 
     def run(self, grace_period_s: float, force: threading.Event, stop_running: Callable[[], None]) -> None:
         """Loop until shutdown (or, with once, an empty queue), then drain the handlers."""
@@ -133,7 +140,7 @@ class ReceiveLoop:
         self.running = {future for future in self.running if not future.done()}
         if self.shutdown.is_set():
             return False
-        free = self.concurrency + self.hooks.prefetch() - len(self.running)
+        free = self.concurrency + (0 if self.chain else self.hooks.prefetch()) - len(self.running)
         if free <= 0:
             wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
             self.hooks.on_alive()  # busy is not stalled
@@ -151,19 +158,14 @@ class ReceiveLoop:
         if messages is None:
             return True
         self.hooks.on_alive()
-        if self.shutdown.is_set():
-            # A long poll that returns after the signal: hand these straight back.
-            for message in messages:
-                self._release(message)
-            return False
         drained = not messages
-        if self.once:
-            messages = self.single_pass.first_sightings(messages)
+        accepted = self._accept(messages)
+        if accepted is None:
+            return False
+        messages = accepted
         assert self._pool is not None
-        for message in messages:
-            self.hooks.on_received(message)
         for start in range(0, len(messages), self.batch_size):
-            self.running.add(self._pool.submit(self.handle, messages[start : start + self.batch_size]))
+            self.running.add(self._pool.submit(self._slot, messages[start : start + self.batch_size]))
         if self.once and drained:
             if self.running:
                 wait(self.running, timeout=STEP_S, return_when=FIRST_COMPLETED)
@@ -172,6 +174,38 @@ class ReceiveLoop:
             else:
                 return False
         return True
+
+    def _slot(self, messages: list[ReceivedMessage]) -> None:
+        """One slot's work: its messages, then (chained) the next one it receives itself,
+        until the queue has none ready, a shutdown is requested or the worker pauses."""
+        while messages:
+            self.handle(messages)
+            messages = self._next_for_slot() if self.chain else []
+
+    def _next_for_slot(self) -> list[ReceivedMessage]:
+        if self.shutdown.is_set() or self.hooks.paused() is not None:
+            return []
+        try:
+            messages = self.queue.receive(1, 0, self.visibility_timeout_s)
+        except Exception:  # the loop's own next receive meets it, and backs off or stops
+            return []
+        if messages:
+            self.hooks.on_alive()
+        return self._accept(messages) or []
+
+    def _accept(self, messages: list[ReceivedMessage]) -> list[ReceivedMessage] | None:
+        """The received messages a handler gets: in a --once run only first sightings, each
+        leased (on_received) first; None after a shutdown request, when all go back."""
+        if self.shutdown.is_set():
+            # A receive that returns after the signal: hand these straight back.
+            for message in messages:
+                self._release(message)
+            return None
+        if self.once:
+            messages = self.single_pass.first_sightings(messages)
+        for message in messages:
+            self.hooks.on_received(message)
+        return messages
 
     def _receive(self, free: int) -> list[ReceivedMessage] | None:
         try:

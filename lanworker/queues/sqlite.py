@@ -105,11 +105,15 @@ class SharedConnection:
             return shared
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, one_statement: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction. Entered again by the thread already inside one, it joins
         that one as a savepoint: the inner part rolls back alone on an error and commits
-        with the outer one."""
+        with the outer one. An inner part of one statement needs no savepoint (SQLite
+        undoes a failed statement by itself), so it is simply run in the outer one."""
         if self._holder == threading.get_ident():
+            if one_statement:
+                yield self._connection
+                return
             with savepoint(self._connection) as connection:
                 yield connection
             return

@@ -39,16 +39,13 @@ class ResultReporter:
         """Where a result goes: the message's reply_to, else the worker's results queue."""
         return reply_to or self.results_url
 
-    def report(self, results: Sequence[tuple[JobResult, str | None]]) -> list[TransientError | None]:
-        """Log each (result, reply_to), then deliver them in as few calls per target queue
-        as it allows, each cut to fit the queue's message limit if it must be (the log
-        keeps it whole). Never raises: per result None (delivered, or only logged: an
-        unusable reply_to must not block deletion forever) or the TransientError that
-        says to try again later."""
-        outcome: list[TransientError | None] = [None] * len(results)
-        documents: list[dict[str, Any]] = []
-        targets: dict[str, list[int]] = {}
-        for index, (result, reply_to) in enumerate(results):
+    def prepare(self, results: Sequence[tuple[JobResult, str | None]]) -> list[ReadyResult]:
+        """Log each (result, reply_to) and make its message, cut to fit its queue's limit
+        if it must be (the log keeps it whole): everything but the sending, so a caller
+        can do this before it opens the transaction the sends join."""
+        ready: list[ReadyResult] = []
+        limits: dict[str, int | Exception | None] = {}
+        for result, reply_to in results:
             document = result.as_dict()
             logger.info(
                 "%s%s",
@@ -56,20 +53,33 @@ class ResultReporter:
                 f": {result.error}" if result.error else "",
                 extra={"job_id": result.job_id, "action": "result", "result": document},
             )
-            documents.append(document)
             target = self.target_of(reply_to)
-            if target:
-                targets.setdefault(target, []).append(index)
+            if not target:
+                ready.append(ReadyResult(result.job_id, None, None))
+                continue
+            if target not in limits:
+                try:
+                    limits[target] = self.queues.get(target).max_message_bytes()
+                except Exception as exc:  # the queue could not even be opened
+                    limits[target] = exc
+            limit = limits[target]
+            if isinstance(limit, Exception):
+                ready.append(ReadyResult(result.job_id, target, None, limit))
+            else:
+                ready.append(ReadyResult(result.job_id, target, _outgoing(document, limit, target)))
+        return ready
+
+    def deliver(self, ready: Sequence[ReadyResult]) -> list[TransientError | None]:
+        """Send prepared results in as few calls per target queue as it allows. Never
+        raises: per result None (delivered, or only logged: an unusable reply_to must not
+        block deletion forever) or the TransientError that says to try again later."""
+        outcome: list[TransientError | None] = [None] * len(ready)
+        targets: dict[str, list[int]] = {}
+        for index, item in enumerate(ready):
+            if item.target is not None:
+                targets.setdefault(item.target, []).append(index)
         for target, indexes in targets.items():
-            errors: list[Exception | None]
-            try:
-                queue = self.queues.get(target)
-                limit_bytes = queue.max_message_bytes()
-                errors = queue.send_batch(
-                    [_outgoing(documents[index], limit_bytes, target) for index in indexes]
-                )
-            except Exception as exc:  # the queue could not even be opened
-                errors = [exc for _ in indexes]
+            errors = self._send(target, [ready[index] for index in indexes])
             for index, error in zip(indexes, errors, strict=True):
                 if isinstance(error, TransientError):
                     outcome[index] = error
@@ -78,9 +88,28 @@ class ResultReporter:
                         "could not deliver the result to %s: %s",
                         target,
                         error,
-                        extra={"job_id": results[index][0].job_id, "action": "result"},
+                        extra={"job_id": ready[index].job_id, "action": "result"},
                     )
         return outcome
+
+    def _send(self, target: str, items: list[ReadyResult]) -> list[Exception | None]:
+        messages = [item.message for item in items if item.message is not None]
+        try:
+            sent = iter(self.queues.get(target).send_batch(messages) if messages else [])
+        except Exception as exc:
+            sent = iter([exc for _ in messages])
+        return [next(sent) if item.message is not None else item.error for item in items]
+
+
+@dataclass(frozen=True)
+class ReadyResult:
+    """A result made ready to send: its message for its target queue, or the error that
+    stops it (the queue could not be opened); no target when it is only logged."""
+
+    job_id: str
+    target: str | None
+    message: Outgoing | None
+    error: Exception | None = None
 
 
 def _outgoing(document: dict[str, Any], limit_bytes: int | None, target: str) -> Outgoing:

@@ -256,8 +256,10 @@ def test_stop_reasons_that_fail_a_job() -> None:
 
 
 def test_a_prefetched_message_waiting_at_shutdown_is_released_never_run(work_root: Path) -> None:
-    """Short jobs get a message prefetched per slot; one still waiting when shutdown is
-    requested goes back to the queue without running."""
+    """From a remote queue short jobs get a message prefetched per slot; one still
+    waiting when shutdown is requested goes back to the queue without running."""
+    if not REMOTE:
+        pytest.skip("the embedded queue prefetches nothing: its slots receive for themselves")
     second_started, let_go = threading.Event(), threading.Event()
 
     def script(request: ExecutionRequest) -> ExecutionResult:
@@ -285,6 +287,31 @@ def test_a_prefetched_message_waiting_at_shutdown_is_released_never_run(work_roo
     assert [fake.queue.ops(i)[-1] for i in ids[:2]] == ["delete", "delete"]
     assert all(fake.queue.ops(i)[-1] == "release" for i in waiting)
     assert sorted(r["job_id"] for r in fake.result_documents()) == ["job-0", "job-1"]
+
+
+def test_an_embedded_slot_takes_its_next_message_itself_until_shutdown(work_root: Path) -> None:
+    """On the embedded queue a slot that finished a job receives the next one itself,
+    nothing waits received behind a running job, and after a shutdown request the slot
+    receives nothing more."""
+    if REMOTE:
+        pytest.skip("a remote queue's messages are received by the loop, in batches")
+    received_while_running: list[list[str]] = []
+
+    def script(request: ExecutionRequest) -> ExecutionResult:
+        received_while_running.append([i for i in ids if fake.queue.ops(i)[-1:] == ["receive"]])
+        if len(fake.executor.requests) == 3:
+            fake.worker.request_shutdown()
+        return ExecutionResult(exit_code=0)
+
+    fake = fake_worker(work_root, ScriptedExecutor(script=script), once=False, concurrency=1)
+    ids = [fake.queue.send(message(id=f"job-{n}")) for n in range(6)]
+    runner = threading.Thread(target=fake.run)
+    runner.start()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert received_while_running == [[ids[0]], [ids[1]], [ids[2]]]
+    assert [fake.queue.ops(i) for i in ids[:3]] == [["send", "receive", "delete"]] * 3
+    assert [fake.queue.ops(i) for i in ids[3:]] == [["send"]] * 3
 
 
 def test_many_jobs_are_each_reported_then_deleted_once(work_root: Path) -> None:
