@@ -123,7 +123,7 @@ class Settler:
             # Results are logged and serialised before the transaction: processes sharing
             # the embedded queue's file wait for each other's transactions.
             ready = self._prepare(batch)
-            with self.queue.together(self._destinations(batch)):
+            with self.queue.together(self._destinations(ready)):
                 delivered = self._report(
                     [decided for decided in batch if self._before_report(decided)], ready
                 )
@@ -142,16 +142,12 @@ class Settler:
             with self._count_lock:
                 self._in_hand -= len(batch)
 
-    def _destinations(self, batch: list[Decided]) -> set[str]:
-        """Every queue settling this batch may send to besides the job queue: results,
-        replies, and the events target."""
-        urls = {self.events.target} if self.events.target else set()
-        for decided in batch:
-            outcome = decided.outcome
-            if isinstance(outcome, Delete | DeadLetter) and outcome.result is not None:
-                target = self.reporter.target_of(outcome.reply_to)
-                if target:
-                    urls.add(target)
+    def _destinations(self, ready: dict[int, ReadyResult]) -> set[str]:
+        """Every queue settling this batch may send to besides the job queue: the targets
+        of its prepared results (results, replies), and the events target."""
+        urls = {item.target for item in ready.values() if item.target}
+        if self.events.target:
+            urls.add(self.events.target)
         return urls
 
     def _before_report(self, decided: Decided) -> bool:
