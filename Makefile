@@ -33,6 +33,7 @@ benchmark: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/staging.py
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/translator.py
 	$(PY) benchmarks/front_door.py --store sqlite
 	$(PY) benchmarks/polling.py  # these two need the docker engine (scripts/docker-engine.sh)
 	$(PY) benchmarks/submit.py
