@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -41,6 +42,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = "~/.local/state/lanworker/serve"
 PRUNE_INTERVAL_S = 3600.0
+# The event loop and the embedded workers' threads share one GIL. A busy loop keeps it until
+# the interpreter forces a switch, so at Python's default (5 ms) every worker thread back
+# from a docker API call or a pipe read waited up to 5 ms for it, and the loop as long
+# again for each of them. At 1 ms, under 5,000 polls/s, serve answered 4,000-4,180/s
+# against 2,610 and the workers lost 13-14% of their tasks/s against 33%
+# (benchmarks/polling.py, README "Performance").
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +66,8 @@ class ServeSettings:
 def run_serve(settings: ServeSettings) -> int:
     config = settings.worker_config
     configure_logging(config.log_format, config.log_level)
+    if settings.workers > 0:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     check_environment(config, os.environ)
     import uvicorn  # only the serve command needs the HTTP stack
 
