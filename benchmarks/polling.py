@@ -8,7 +8,8 @@ requests/s offered), for 60 s, while the embedded docker workers run a batch of 
 Printed: the polling requests' median, p95 and p99 (goal: p95 under 50 ms) and the rate
 answered against the rate offered; the embedded workers' tasks/s running the same batch
 without polling and under it (the baseline, same run; goal: a drop under 10%); serve's
-peak RSS (goal: under 300 MB). Each client is one keep-alive connection that sends its
+peak RSS (goal: under 300 MB); how busy the machine's cores were through each batch (what
+the docker engine, the workers, serve and the clients leave each other). Each client is one keep-alive connection that sends its
 next request when the last is answered, as an HTTP client pool does; the clients run in
 a process of their own (asyncio), so their cost is not serve's.
 """
@@ -18,12 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -98,6 +101,22 @@ def active_ids(total: int, wanted: int) -> list[str]:
     return [f"task-{index:07d}" for index in range((total - 1) // 10 * 10, -1, -10)][:wanted]
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """The whole machine's busy and elapsed CPU seconds (all cores) since boot (/proc/stat)."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    per_s = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / per_s, sum(ticks) / per_s
+
+
+def busy_through(batch: Callable[[], float]) -> tuple[float, float]:
+    """batch's tasks/s, and the share of the machine's cores busy while it ran."""
+    busy, total = machine_cpu_s()
+    rate = batch()
+    busy_after, total_after = machine_cpu_s()
+    return rate, (busy_after - busy) / (total_after - total)
+
+
 def run_batch(base: str, store: SqliteTaskStore, jobs: int, task_s: float) -> float:
     """Submit `jobs` busybox tasks of task_s seconds at once; tasks/s from the first submit
     to the last completion."""
@@ -140,7 +159,7 @@ def main() -> int:
                  "--allow-image", BUSYBOX_IMAGE, "--task-network", "none"]  # fmt: skip
         with serving(store_url, state, *flags) as (base, pid):
             run_batch(base, store, args.workers * args.concurrency, 0)  # warm: image, first containers
-            quiet = run_batch(base, store, args.jobs, args.task_s)
+            quiet, quiet_busy = busy_through(lambda: run_batch(base, store, args.jobs, args.task_s))
             ids_file = Path(state) / "ids.json"
             ids_file.write_text(json.dumps(active_ids(args.tasks, args.clients * args.per_client)))
             port = int(base.rsplit(":", 1)[1])
@@ -151,7 +170,7 @@ def main() -> int:
                 cwd=ROOT, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             time.sleep(min(5.0, args.seconds / 4))  # the load reaches its rate
-            polled = run_batch(base, store, args.jobs, args.task_s)
+            polled, polled_busy = busy_through(lambda: run_batch(base, store, args.jobs, args.task_s))
             if poller.poll() is not None:
                 print("note: the polling ended before the batch did; raise --seconds")
             output, _ = poller.communicate(timeout=args.seconds + 120)
@@ -166,6 +185,8 @@ def main() -> int:
     print(f"embedded workers ({args.workers} x {args.concurrency}), {args.jobs} tasks of `sleep {args.task_s:g}`: "
           f"{quiet:.2f} tasks/s without polling, "
           f"{polled:.2f} under it: {polled / quiet:.2f}x ({(1 - polled / quiet) * 100:.0f}% drop)")  # fmt: skip
+    print(f"the machine's {os.cpu_count()} cores: {quiet_busy * 100:.0f}% busy through the batch without polling, "
+          f"{polled_busy * 100:.0f}% under it")  # fmt: skip
     print(f"serve's peak RSS: {rss:.0f} MB")
     return 0
 

@@ -1,14 +1,13 @@
 """The TES 1.1 routes, as one APIRouter: create_app mounts it under /ga4gh/tes/v1, /v1
-and / alike. Each route reads the TesService of its app (`app.state.service`)."""
+and / alike. Each route reads the TesService of its app (`app.state.service`). GetTask,
+the request engines poll with, is answered before this router (reads.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -27,7 +26,6 @@ DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2047
 
 router = APIRouter()
-T = TypeVar("T")
 
 
 async def _service(request: Request) -> TesService:
@@ -38,12 +36,6 @@ async def _service(request: Request) -> TesService:
 
 
 Service = Annotated[TesService, Depends(_service)]
-
-
-async def _call(remote: bool, function: Callable[..., T], *args: Any) -> T:
-    """function(*args) in a thread when it waits on the network, else here in the event
-    loop: a local SQLite file answers in less time than the hop to a thread takes."""
-    return await run_in_threadpool(function, *args) if remote else function(*args)
 
 
 class TaskQuery(BaseModel):
@@ -85,8 +77,9 @@ def service_info(service: Service) -> dict[str, Any]:
 
 
 async def create_task(request: Request) -> JSONResponse:
-    """POST /tasks: a plain route, as get_task, for the rate engines submit at; the app's
-    Intake writes the tasks that arrive together in one go."""
+    """POST /tasks: a plain route (FastAPI's parameter solving would take twice the time of
+    the rest) for the rate engines submit at; the app's Intake writes the tasks that arrive
+    together in one go. GET /tasks/ID is reads.py's."""
     body = await request.body()  # its size already checked by the guard, as it arrived
     intake: Intake = request.app.state.intake
     try:
@@ -121,25 +114,6 @@ def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> JSONRe
     if next_token:
         document["next_page_token"] = next_token
     return JSONResponse(document)
-
-
-async def get_task(request: Request) -> JSONResponse:
-    """GET /tasks/{task_id}[?view=]: the request engines send for every task every few
-    seconds. A plain Starlette route on the router (FastAPI's parameter solving would take
-    twice the time of the rest), answered in the event loop from a local store (no thread
-    hop), from a thread when the read goes over the network."""
-    task_id: str = request.path_params["task_id"]
-    view = request.query_params.get("view", "MINIMAL")
-    if view not in VIEWS:
-        return error_response(400, f"view must be one of {', '.join(VIEWS)}")
-    store = (await _service(request)).store
-    record = await _call(store.remote, store.get, task_id)
-    if record is None:
-        return error_response(404, f"no task {task_id!r}")
-    return JSONResponse(to_tes(record, view))
-
-
-router.add_route("/tasks/{task_id}", get_task, methods=["GET"], include_in_schema=False)
 
 
 @router.post("/tasks/{task_id}:cancel")

@@ -1,6 +1,6 @@
 """The TES 1.1 HTTP app (FastAPI): the request guard, the bearer token, the TES router
-(`api.py`) under /ga4gh/tes/v1, /v1 and / alike, health and metrics, and whatever routers
-the service adds (the status view).
+(`api.py`) under /ga4gh/tes/v1, /v1 and / alike with GetTask in front of it (`reads.py`),
+health and metrics, and whatever routers the service adds (the status view).
 
 Invariant: a request can never name an image outside the allowlist (the workers refuse it:
 SYSTEM_ERROR), mount a host path or a network the worker did not allow; no browser on
@@ -20,6 +20,7 @@ from lanworker import __version__
 from lanworker.tes.api import describe_errors, error_response, router
 from lanworker.tes.guard import ASGIApp, Receive, RequestGuard, Scope, Send
 from lanworker.tes.intake import Intake
+from lanworker.tes.reads import TaskReads
 from lanworker.tes.service import TesService
 
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
@@ -82,6 +83,7 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
 
     app.state.auth_token = auth_token
 
+    app.add_middleware(TaskReads, store=service.store, prefixes=PREFIXES)  # innermost: after every check
     if auth_token is not None:
         app.add_middleware(TokenCheck, token=auth_token)
     app.add_middleware(RequestGuard, loopback_only=loopback_only)  # outside the token check

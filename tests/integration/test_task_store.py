@@ -32,6 +32,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> TaskStore:
     return DynamoTaskStore(f"tasks-{uuid.uuid4().hex[:8]}")
 
 
+def test_state_of_reads_the_state_a_change_left(store: TaskStore) -> None:
+    """A MINIMAL poll reads the state alone; it must agree with the record after each change,
+    and name no task for an index item's id (DynamoDB keeps tags and counters beside tasks)."""
+    store.create(record("t1", "QUEUED", time.time()) | {"tags": {"run": "r1"}})
+    assert store.state_of("t1") == "QUEUED"
+    store.update("t1", lambda current: None if current is None else current | {"state": "RUNNING"})
+    assert store.state_of("t1") == "RUNNING" == (store.get("t1") or {}).get("state")
+    assert store.state_of("nothing") is None
+    assert store.state_of("t1\x1ftag\x1frun") is None and store.state_of("\x1fcounts\x1f0") is None
+
+
 def test_prune_removes_only_old_finished_tasks(store: TaskStore) -> None:
     now = time.time()
     old = now - 10 * 86400

@@ -188,7 +188,13 @@ def test_cross_site_cancel_is_refused(serve: Serve) -> None:
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "10.0.0.1:{port}", ""])
 def test_dns_rebinding_host_names_are_refused_on_loopback(serve: Serve, host: str) -> None:
-    for method, path in (("GET", f"{API}/tasks"), ("GET", "/"), ("POST", f"{API}/tasks")):
+    paths = (
+        ("GET", f"{API}/tasks"),
+        ("GET", f"{API}/tasks/any-task"),
+        ("GET", "/"),
+        ("POST", f"{API}/tasks"),
+    )
+    for method, path in paths:
         response = requests.request(
             method,
             f"{serve.url}{path}",

@@ -67,6 +67,9 @@ class TaskStore(Protocol):
 
     def get(self, task_id: str) -> Record | None: ...
 
+    def state_of(self, task_id: str) -> str | None:
+        """The task's state alone (a MINIMAL view), without reading its record."""
+
     def update(self, task_id: str, change: Change) -> Record | None:
         """Apply change atomically; returns the record as stored afterwards."""
 

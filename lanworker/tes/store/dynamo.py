@@ -247,6 +247,16 @@ class DynamoTaskStore:
     def get(self, task_id: str) -> Record | None:
         return self._read(task_id)[0]
 
+    def state_of(self, task_id: str) -> str | None:
+        item = self.client.get_item(
+            TableName=self.table,
+            Key={"id": {"S": task_id}},
+            ConsistentRead=True,
+            ProjectionExpression="#s",
+            ExpressionAttributeNames={"#s": "state"},
+        ).get("Item")
+        return str(item["state"]["S"]) if item and "state" in item else None  # only a task has a state
+
     def update(self, task_id: str, change: Change) -> Record | None:
         for _ in range(50):
             current, version = self._read(task_id)

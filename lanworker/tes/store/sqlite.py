@@ -150,6 +150,10 @@ class SqliteTaskStore:
         row = self._db().execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def state_of(self, task_id: str) -> str | None:
+        row = self._db().execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def update(self, task_id: str, change: Change) -> Record | None:
         with self._transaction() as db:
             row = db.execute("SELECT seq, doc FROM tasks WHERE id = ?", (task_id,)).fetchone()

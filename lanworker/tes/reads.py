@@ -1,0 +1,93 @@
+"""GET /tasks/ID[?view=]: the request workflow engines send for every task every few
+seconds, answered as plain ASGI in front of FastAPI's middleware and router.
+
+Polls are most of a busy `serve`'s requests (Nextflow-like: 5,000 a second from 200
+clients, benchmarks/polling.py). FastAPI's stack of exception, body-limit, telemetry and
+exit-stack middleware and its router took about 50 us of the 67 us one poll cost inside
+the app; here the whole answer takes about 20 us, and a MINIMAL view reads the task's state
+alone, never its record.
+
+Invariant: this is the route's one implementation (the TES router has no GET /tasks/ID);
+create_app adds it innermost, inside the request guard and the token check, so a poll
+passes every check any other route does. Every other request, and any method but GET and
+HEAD on this path (POST /tasks/ID:cancel), goes on to FastAPI unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from lanworker.tes.api import VIEWS, error_response
+from lanworker.tes.convert import to_tes
+from lanworker.tes.guard import ASGIApp, Receive, Scope, Send
+from lanworker.tes.store import TaskStore
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TaskReads:
+    """ASGI middleware answering GET and HEAD of `{prefix}/tasks/{id}` from the store."""
+
+    def __init__(self, app: ASGIApp, store: TaskStore, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.store = store
+        self.paths = tuple(f"{prefix}/tasks/" for prefix in prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task_id = self._task_id(scope)
+        if task_id is None:
+            await self.app(scope, receive, send)
+            return
+        response = await self._answer(task_id, _view(scope))
+        await response(scope, receive, send)
+
+    def _task_id(self, scope: Scope) -> str | None:
+        """The id this request reads, or None when it is not a task read."""
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return None
+        path: str = scope["path"]
+        for prefix in self.paths:
+            if path.startswith(prefix):
+                task_id = path[len(prefix) :]
+                return task_id if task_id and "/" not in task_id else None
+        return None
+
+    async def _answer(self, task_id: str, view: str) -> JSONResponse:
+        if view not in VIEWS:
+            return error_response(400, f"view must be one of {', '.join(VIEWS)}")
+        try:
+            document = await self._read(task_id, view)
+        except Exception as exc:  # the store is out of reach (DynamoDB) or failing
+            logger.warning("task %s not read: %s", task_id, exc, extra={"job_id": task_id, "action": "read"})
+            return error_response(503, f"the task store did not answer: {exc}")
+        if document is None:
+            return error_response(404, f"no task {task_id!r}")
+        return JSONResponse(document)
+
+    async def _read(self, task_id: str, view: str) -> dict[str, Any] | None:
+        """The task's TES document in view, read here in the event loop from a local store
+        (a SQLite file answers in less time than the hop to a thread takes), from a thread
+        when the read goes over the network."""
+        if view == "MINIMAL":
+            state = await self._call(self.store.state_of, task_id)
+            return None if state is None else {"id": task_id, "state": state}
+        record = await self._call(self.store.get, task_id)
+        return None if record is None else to_tes(record, view)
+
+    async def _call(self, read: Callable[[str], T], task_id: str) -> T:
+        return await run_in_threadpool(read, task_id) if self.store.remote else read(task_id)
+
+
+def _view(scope: Scope) -> str:
+    """The view the query string names (the last `view=` wins, as in Starlette), MINIMAL by default."""
+    query: bytes = scope.get("query_string", b"")
+    if b"view=" not in query:
+        return "MINIMAL"
+    return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("view", "MINIMAL")

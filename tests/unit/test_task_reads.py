@@ -1,0 +1,137 @@
+"""GetTask (reads.py), answered in front of FastAPI: the whole app driven as ASGI, on a real
+SQLite store and embedded queue, as a client and a hostile page would call it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lanworker.core.config import WorkerConfig
+from lanworker.message.policy import MessagePolicy
+from lanworker.queues import open_queue
+from lanworker.storage import Storage
+from lanworker.tes.app import create_app
+from lanworker.tes.models import TesTask
+from lanworker.tes.service import TesService
+from lanworker.tes.store import Record, SqliteTaskStore
+
+TOKEN = "reads-token-0123456789"
+PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
+
+
+class Answer:
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.status: int = messages[0]["status"]
+        self.headers = {name.decode(): value.decode() for name, value in messages[0]["headers"]}
+        self.body = b"".join(message.get("body", b"") for message in messages[1:])
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(app: Any, method: str, path: str, query: str = "", **headers: str) -> Answer:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "headers": [(k.encode(), v.encode()) for k, v in ({"host": "127.0.0.1:8000"} | headers).items()],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return Answer(sent)
+
+
+def service(tmp_path: Path, store: SqliteTaskStore) -> TesService:
+    return TesService(
+        store=store,
+        queue=open_queue(f"local:{tmp_path}/serve.db#tasks"),
+        control_url=str(tmp_path / "control"),
+        storage=Storage(),
+        policy=MessagePolicy.from_config(WorkerConfig()),
+    )
+
+
+@pytest.fixture
+def tes(tmp_path: Path) -> tuple[Any, str]:
+    """An app with one QUEUED task; the app and the task's id."""
+    served = service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    task = TesTask.model_validate({"name": "reads", "executors": [{"image": "busybox", "command": ["true"]}]})
+    return create_app(served), served.create(task)
+
+
+def test_every_prefix_and_view(tes: tuple[Any, str]) -> None:
+    app, task_id = tes
+    for prefix in PREFIXES:
+        minimal = call(app, "GET", f"{prefix}/tasks/{task_id}")
+        assert minimal.status == 200 and minimal.json() == {"id": task_id, "state": "QUEUED"}
+        assert minimal.headers["content-type"] == "application/json"
+        assert minimal.headers["x-frame-options"] == "DENY"  # the guard's headers, as on every route
+        basic = call(app, "GET", f"{prefix}/tasks/{task_id}", "view=BASIC").json()
+        assert basic["name"] == "reads" and basic["executors"][0]["image"] == "busybox"
+        full = call(app, "GET", f"{prefix}/tasks/{task_id}", "view=FULL").json()
+        assert full["creation_time"] == basic["creation_time"]
+    assert call(app, "GET", f"/v1/tasks/{task_id}", "view=BASIC&view=MINIMAL").json()["state"] == "QUEUED"
+
+
+def test_head_has_the_gets_headers(tes: tuple[Any, str]) -> None:
+    app, task_id = tes
+    head = call(app, "HEAD", f"/ga4gh/tes/v1/tasks/{task_id}")
+    get = call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}")
+    assert head.status == 200 and head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_bad_views_unknown_ids_and_other_paths(tes: tuple[Any, str]) -> None:
+    app, task_id = tes
+    bad = call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}", "view=HUGE")
+    assert bad.status == 400 and "MINIMAL, BASIC, FULL" in bad.json()["msg"]
+    unknown = call(app, "GET", "/ga4gh/tes/v1/tasks/no-such-task")
+    assert unknown.status == 404 and unknown.json() == {"msg": "no task 'no-such-task'", "status_code": 404}
+    assert call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}/x").status == 404
+    listing = call(app, "GET", "/ga4gh/tes/v1/tasks/")  # no id: on to FastAPI, which sends it to the list
+    assert listing.status == 307 and listing.headers["location"].endswith("/ga4gh/tes/v1/tasks")
+    assert call(app, "GET", "/ga4gh/tes/v1/tasks").json()["tasks"] == [{"id": task_id, "state": "QUEUED"}]
+    assert call(app, "POST", f"/ga4gh/tes/v1/tasks/{task_id}:cancel").status == 200  # on to FastAPI
+    assert call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}").json()["state"] == "CANCELING"
+
+
+def test_a_failing_store_is_a_503_not_a_traceback(tmp_path: Path) -> None:
+    class FailingStore(SqliteTaskStore):
+        def state_of(self, task_id: str) -> str | None:
+            raise OSError("the disk went away")
+
+        def get(self, task_id: str) -> Record | None:
+            raise OSError("the disk went away")
+
+    app = create_app(service(tmp_path, FailingStore(tmp_path / "tasks.db")))
+    for query in ("", "view=FULL"):
+        answer = call(app, "GET", "/ga4gh/tes/v1/tasks/some-task", query)
+        assert answer.status == 503 and "the disk went away" in answer.json()["msg"]
+
+
+def test_reads_pass_the_guard_and_the_token_check(tmp_path: Path) -> None:
+    served = service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    task_id = served.create(
+        TesTask.model_validate({"executors": [{"image": "busybox", "command": ["true"]}]})
+    )
+    app = create_app(served, auth_token=TOKEN)
+    path = f"/ga4gh/tes/v1/tasks/{task_id}"
+    right = {"authorization": f"Bearer {TOKEN}"}
+    assert call(app, "GET", path, **right).json()["state"] == "QUEUED"
+    for headers in ({}, {"authorization": f"Bearer {TOKEN}x"}, {"cookie": f"lanworker_token={TOKEN}"}):
+        assert call(app, "GET", path, **headers).status == 401, headers
+        assert call(app, "HEAD", path, **headers).status == 401, headers
+    assert call(app, "GET", path, origin="http://evil.example", **right).status == 403
+    assert call(app, "GET", path, **{"sec-fetch-site": "cross-site"}, **right).status == 403
+    rebound = call(app, "GET", path, host="evil.example:8000", **right)
+    assert rebound.status == 403
