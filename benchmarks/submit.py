@@ -29,7 +29,7 @@ import docker
 import requests
 
 from benchmarks.front_door import TES, serving
-from benchmarks.rawhttp import connect, exchange, request_bytes
+from benchmarks.rawhttp import connect, exchange, request_bytes, run_clients
 from tests.helpers.docker_images import BUSYBOX_IMAGE, build_busybox_image
 
 ECHO = {"name": "echo", "executors": [{"image": BUSYBOX_IMAGE, "command": ["echo", "hi"]}]}
@@ -97,8 +97,8 @@ def main() -> int:
             _,
         ):
             port = int(base.rsplit(":", 1)[1])
-            asyncio.run(submit_all(port, 200, args.clients))  # warm
-            rate, failed = asyncio.run(submit_all(port, args.submits, args.clients))
+            run_clients(submit_all(port, 200, args.clients), 120)  # warm
+            rate, failed = run_clients(submit_all(port, args.submits, args.clients), 600)
         print(
             f"submits: {args.submits} tasks from {args.clients} clients, no workers: {rate:.0f}/s ({failed} not 200)"
         )
