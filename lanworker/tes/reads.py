@@ -39,6 +39,7 @@ class TaskReads:
         self.app = app
         self.store = store
         self.paths = tuple(f"{prefix}/tasks/" for prefix in prefixes)
+        self.failing = False  # the last read failed: the outage is logged once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task_id = self._task_id(scope)
@@ -65,8 +66,13 @@ class TaskReads:
         try:
             document = await self._read(task_id, view)
         except Exception as exc:  # the store is out of reach (DynamoDB) or failing
-            logger.warning("task %s not read: %s", task_id, exc, extra={"job_id": task_id, "action": "read"})
+            if not self.failing:  # once an outage, not for each of thousands of polls a second
+                logger.warning("the task store did not answer a read: %s", exc, extra={"action": "read"})
+            self.failing = True
             return error_response(503, f"the task store did not answer: {exc}")
+        if self.failing:
+            logger.info("the task store answers reads again", extra={"action": "read"})
+            self.failing = False
         if document is None:
             return error_response(404, f"no task {task_id!r}")
         return JSONResponse(document)

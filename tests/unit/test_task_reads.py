@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -105,18 +106,35 @@ def test_bad_views_unknown_ids_and_other_paths(tes: tuple[Any, str]) -> None:
     assert call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}").json()["state"] == "CANCELING"
 
 
-def test_a_failing_store_is_a_503_not_a_traceback(tmp_path: Path) -> None:
+def test_a_failing_store_is_a_503_logged_once_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     class FailingStore(SqliteTaskStore):
+        down = True
+
         def state_of(self, task_id: str) -> str | None:
-            raise OSError("the disk went away")
+            if self.down:
+                raise OSError("the disk went away")
+            return super().state_of(task_id)
 
         def get(self, task_id: str) -> Record | None:
-            raise OSError("the disk went away")
+            if self.down:
+                raise OSError("the disk went away")
+            return super().get(task_id)
 
-    app = create_app(service(tmp_path, FailingStore(tmp_path / "tasks.db")))
-    for query in ("", "view=FULL"):
+    caplog.set_level(logging.INFO, logger="lanworker.tes.reads")
+    store = FailingStore(tmp_path / "tasks.db")
+    app = create_app(service(tmp_path, store))
+    for query in ("", "view=FULL", "", "view=BASIC"):
         answer = call(app, "GET", "/ga4gh/tes/v1/tasks/some-task", query)
         assert answer.status == 503 and "the disk went away" in answer.json()["msg"]
+    store.down = False
+    assert call(app, "GET", "/ga4gh/tes/v1/tasks/some-task").status == 404
+    said = [record.getMessage() for record in caplog.records if record.name == "lanworker.tes.reads"]
+    assert said == [
+        "the task store did not answer a read: the disk went away",
+        "the task store answers reads again",
+    ]
 
 
 def test_reads_pass_the_guard_and_the_token_check(tmp_path: Path) -> None:
