@@ -11,8 +11,9 @@ without polling and under it (the baseline, same run; goal: a drop under 10%); s
 peak RSS (goal: under 300 MB); how busy the machine's cores were through each batch (what
 the docker engine, the workers, serve and the clients leave each other). Each client is one
 keep-alive connection that sends its next request when the last is answered, as an HTTP
-client pool does; the clients run in a process of their own (asyncio on uvloop, `benchmarks/rawhttp.py`), so their cost is not
-serve's, though on one machine they share its cores.
+client pool does; the clients run in a process of their own (asyncio on uvloop,
+`benchmarks/rawhttp.py`), so their cost is not serve's, though on one machine they share
+its cores.
 """
 
 from __future__ import annotations

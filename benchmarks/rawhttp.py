@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import uvloop
+
 T = TypeVar("T")
 
 
@@ -60,6 +62,4 @@ async def exchange(transport: asyncio.Transport, connection: Connection, request
 
 def run_clients(clients: Coroutine[Any, Any, T], limit_s: float) -> T:
     """Run the clients' coroutine on uvloop (as serve runs), failing after limit_s."""
-    import uvloop
-
     return uvloop.run(asyncio.wait_for(clients, timeout=limit_s))

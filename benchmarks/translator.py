@@ -245,9 +245,9 @@ def main() -> None:
                     QueueName=f"ev-{round_}-{len(timings.get(name, []))}-{abs(hash(name))}"
                 )["QueueUrl"]
                 jobs_url = sqs.create_queue(QueueName=f"jobs-{round_}-{abs(hash(name))}")["QueueUrl"]
-                world = Surroundings(events_url, jobs_url, args.events, args.records, args.window)
+                surroundings = Surroundings(events_url, jobs_url, args.events, args.records, args.window)
                 run(events_url, jobs_url)
-                consumed, seconds = world.finish()
+                consumed, seconds = surroundings.finish()
                 timings.setdefault(name, []).append(seconds)
                 check_sent(sqs, events_url, jobs_url, args.events * args.records, consumed, name)
     baseline = statistics.median(timings["boto3 loop (receive 10, send each, delete each)"])
