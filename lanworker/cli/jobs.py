@@ -80,10 +80,21 @@ def source(args: argparse.Namespace) -> Fetch:
             return None
         if response.status_code == 401:
             raise ConfigError(f"{server} needs a token: --auth-token-file FILE")
-        response.raise_for_status()
+        if response.status_code >= 500:  # its store did not answer: try again later
+            raise QueueUnreachable(f"{server} answered {response.status_code}: {_said(response)}")
+        if response.status_code >= 400:
+            raise ConfigError(f"{server} refused the request ({response.status_code}): {_said(response)}")
         return response.json()
 
     return from_server
+
+
+def _said(response: requests.Response) -> str:
+    """The error message a server's answer carries (lanworker's JSON `msg`), else its start."""
+    try:
+        return escape_controls(str(response.json()["msg"]))
+    except (ValueError, KeyError, TypeError):
+        return escape_controls(response.text[:200] or response.reason)
 
 
 def _cell(value: Any) -> str:

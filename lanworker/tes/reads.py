@@ -11,6 +11,9 @@ Invariant: this is the route's one implementation (the TES router has no GET /ta
 create_app adds it innermost, inside the request guard and the token check, so a poll
 passes every check any other route does. Every other request, and any method but GET and
 HEAD on this path (POST /tasks/ID:cancel), goes on to FastAPI unchanged.
+
+A store that does not answer is a 503 here and on every other route (create_app hands
+those routes' failures to the same `StoreOutage`), logged once an outage.
 """
 
 from __future__ import annotations
@@ -26,20 +29,50 @@ from starlette.concurrency import run_in_threadpool
 from lanworker.tes.api import VIEWS, error_response
 from lanworker.tes.convert import to_tes
 from lanworker.tes.guard import ASGIApp, Receive, Scope, Send
-from lanworker.tes.store import TaskStore
+from lanworker.tes.store import TaskStore, failures
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+RETRY_AFTER_S = 5  # what a 503 asks a client to wait before it tries again
+
+
+class StoreOutage:
+    """The store's failures to answer, as one log line when they start and one when reads
+    succeed again: polls come by the thousand a second, and each would log otherwise."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    def failed(self, exc: Exception) -> str:
+        """What the 503 says."""
+        if not self.failing:
+            logger.warning("the task store did not answer: %s", exc, extra={"action": "read"})
+        self.failing = True
+        return f"the task store did not answer: {exc}"
+
+    def answered(self) -> None:
+        if self.failing:
+            logger.info("the task store answers again", extra={"action": "read"})
+        self.failing = False
+
+
+def unavailable(message: str) -> JSONResponse:
+    response = error_response(503, message)
+    response.headers["retry-after"] = str(RETRY_AFTER_S)
+    return response
 
 
 class TaskReads:
     """ASGI middleware answering GET and HEAD of `{prefix}/tasks/{id}` from the store."""
 
-    def __init__(self, app: ASGIApp, store: TaskStore, prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, store: TaskStore, prefixes: tuple[str, ...], outage: StoreOutage
+    ) -> None:
         self.app = app
         self.store = store
         self.paths = tuple(f"{prefix}/tasks/" for prefix in prefixes)
-        self.failing = False  # the last read failed: the outage is logged once
+        self.outage = outage
+        self.failures = failures()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task_id = self._task_id(scope)
@@ -65,14 +98,9 @@ class TaskReads:
             return error_response(400, f"view must be one of {', '.join(VIEWS)}")
         try:
             document = await self._read(task_id, view)
-        except Exception as exc:  # the store is out of reach (DynamoDB) or failing
-            if not self.failing:  # once an outage, not for each of thousands of polls a second
-                logger.warning("the task store did not answer a read: %s", exc, extra={"action": "read"})
-            self.failing = True
-            return error_response(503, f"the task store did not answer: {exc}")
-        if self.failing:
-            logger.info("the task store answers reads again", extra={"action": "read"})
-            self.failing = False
+        except self.failures as exc:
+            return unavailable(self.outage.failed(exc))
+        self.outage.answered()
         if document is None:
             return error_response(404, f"no task {task_id!r}")
         return JSONResponse(document)

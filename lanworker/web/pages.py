@@ -59,7 +59,7 @@ ol.timeline { margin:0; padding-left:1.2rem; }
 @media (max-width: 640px) { .hide-narrow { display:none; } main { padding:.5rem; } }
 h1.list-title { margin:.2rem 0 .6rem; }
 h1.job-title { font-size:1.2rem; }
-p.error { color:#b91c1c; }
+p.error, span.error { color:#b91c1c; }
 .state-other { background:#374151; }
 """ + "".join(f".state-{state} {{ background:{colour}; }}\n" for state, colour in STATE_COLOURS.items())
 
@@ -73,10 +73,16 @@ REFRESH_JS = """
     var active = document.activeElement;
     if (active && (active.tagName === 'INPUT' || active.tagName === 'SELECT')) return;
     busy = true;
+    var stale = document.getElementById('stale');
+    function failed(why) { stale.textContent = ' Not refreshed: ' + why; return null; }
     fetch('/fragments/jobs' + window.location.search, {credentials: 'same-origin'})
-      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (r) {
+        if (r.ok) return r.json();
+        return r.json().then(function (e) { return failed((e && e.msg) || 'HTTP ' + r.status); },
+                             function () { return failed('HTTP ' + r.status); });
+      }, function () { return failed('the server did not answer.'); })
       .then(function (data) {
-        if (data) { body.innerHTML = data.rows; counts.innerHTML = data.counts; document.getElementById('updated').textContent = data.updated; }
+        if (data) { body.innerHTML = data.rows; counts.innerHTML = data.counts; document.getElementById('updated').textContent = data.updated; stale.textContent = ''; }
       })
       .finally(function () { busy = false; });
   }
@@ -230,7 +236,8 @@ def list_page(
         '<div class="table"><table><thead><tr><th>ID</th><th>Name / service</th><th class="hide-narrow">Image / command</th>'
         '<th>State</th><th class="hide-narrow">Created (UTC)</th><th>Duration</th><th class="hide-narrow">Worker</th>'
         f'<th>Exit</th></tr></thead><tbody id="job-rows">{rows_html(rows)}</tbody></table></div>'
-        f'{pager}<p class="muted">Updated <span id="updated">{e(view["updated"])}</span>; refreshes every 5 s.</p>'
+        f'{pager}<p class="muted">Updated <span id="updated">{e(view["updated"])}</span>; refreshes every 5 s.'
+        '<span id="stale" class="error"></span></p>'
     )
     return layout("Jobs", body, REFRESH_JS)
 

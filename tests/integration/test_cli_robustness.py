@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import signal
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -307,3 +309,42 @@ def test_jobs_from_a_store_file_that_does_not_exist_is_an_error(tmp_path: Path) 
     completed = run_cli("jobs", "--store", f"sqlite:{tmp_path / 'typo.db'}")
     assert completed.returncode == exitcodes.EXIT_QUEUE_UNREACHABLE
     assert "no task store at" in completed.stderr and not (tmp_path / "typo.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "said"),
+    [
+        (
+            503,
+            b'{"msg": "the task store did not answer: disk I/O error", "status_code": 503}',
+            69,
+            "answered 503",
+        ),
+        (403, b"<h1>Host not allowed</h1>", 78, "refused the request (403): <h1>Host not allowed</h1>"),
+    ],
+)
+def test_jobs_against_a_server_that_cannot_answer_says_why(
+    status: int, body: bytes, code: int, said: str
+) -> None:
+    """A 503 (its task store out of reach) was a requests.HTTPError traceback and exit 70."""
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        completed = run_cli("jobs", "--server", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert completed.returncode == code and said in completed.stderr and "Traceback" not in completed.stderr
+    if status == 503:
+        assert "the task store did not answer: disk I/O error" in completed.stderr

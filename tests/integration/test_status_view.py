@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from html import unescape
@@ -14,8 +16,16 @@ from typing import Any
 
 import pytest
 import requests
+import uvicorn
 
-from lanworker.queues import LocalQueue
+from lanworker.core.config import WorkerConfig
+from lanworker.message.policy import MessagePolicy
+from lanworker.queues import LocalQueue, open_queue
+from lanworker.storage import Storage
+from lanworker.tes.app import create_app
+from lanworker.tes.service import TesService
+from lanworker.tes.store import Record, RecordFilter, SqliteTaskStore
+from lanworker.web import router as status_router
 from tests.helpers.browser import chromium
 from tests.helpers.moto import free_port
 from tests.helpers.processes import REPO_ROOT, answers, run_cli, start_cli, wait_until
@@ -24,8 +34,11 @@ SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 HOSTILE = "<script>alert(1)</script>"
 
 
-def browse(url: str, screenshot: str | None = None, width: int = 1300, height: int = 1000) -> str:
-    """The DOM after scripts ran, as Chromium sees it; a screenshot when asked."""
+def browse(
+    url: str, screenshot: str | None = None, width: int = 1300, height: int = 1000, after_ms: int = 0
+) -> str:
+    """The DOM after scripts ran (for after_ms of the page's virtual time: its timers fire),
+    as Chromium sees it; a screenshot when asked."""
     args = [
         chromium(),
         "--headless",
@@ -33,6 +46,7 @@ def browse(url: str, screenshot: str | None = None, width: int = 1300, height: i
         "--disable-gpu",
         "--hide-scrollbars",
         f"--window-size={width},{height}",
+        *([f"--virtual-time-budget={after_ms}"] if after_ms else []),
     ]
     if screenshot:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -255,3 +269,45 @@ def test_browsers_sign_in_when_a_token_is_required(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_page_says_when_a_refresh_finds_the_store_out_of_reach(tmp_path: Path) -> None:
+    """The table kept its old rows and its old time, silently, once the store stopped answering."""
+
+    class GoesDown(SqliteTaskStore):
+        reads = 0
+
+        def page(
+            self, wanted: RecordFilter, page_size: int, page_token: str | None
+        ) -> tuple[list[Record], str | None]:
+            self.reads += 1
+            if self.reads > 1:  # the page itself read the store; its refreshes find it gone
+                raise sqlite3.OperationalError("unable to open database file")
+            return super().page(wanted, page_size, page_token)
+
+    store = GoesDown(tmp_path / "tasks.db")
+    served = TesService(
+        store=store,
+        queue=open_queue(f"local:{tmp_path}/serve.db#tasks"),
+        control_url=str(tmp_path / "control"),
+        storage=Storage(),
+        policy=MessagePolicy.from_config(WorkerConfig()),
+    )
+    served.extra_routes.append(status_router)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout_s=30)
+        dom = browse(f"http://127.0.0.1:{port}/", after_ms=12_000)
+        store.reads = 0  # the screenshot's page finds the store too, then loses it
+        browse(f"http://127.0.0.1:{port}/", screenshot="jobs-not-refreshed.png", after_ms=12_000)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    stale = re.search(r'<span id="stale" class="error">([^<]*)</span>', dom)
+    assert stale is not None, dom[-2000:]
+    assert stale.group(1) == " Not refreshed: the task store did not answer: unable to open database file"

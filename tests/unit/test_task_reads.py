@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from lanworker.storage import Storage
 from lanworker.tes.app import create_app
 from lanworker.tes.models import TesTask
 from lanworker.tes.service import TesService
-from lanworker.tes.store import Record, SqliteTaskStore
+from lanworker.tes.store import Record, RecordFilter, SqliteTaskStore
+from lanworker.web import router as status_view
 
 TOKEN = "reads-token-0123456789"
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
@@ -106,35 +108,73 @@ def test_bad_views_unknown_ids_and_other_paths(tes: tuple[Any, str]) -> None:
     assert call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}").json()["state"] == "CANCELING"
 
 
-def test_a_failing_store_is_a_503_logged_once_an_outage(
+class FailingStore(SqliteTaskStore):
+    """A store whose file went away while `down`: every read fails as SQLite's would."""
+
+    down = True
+
+    def _failing(self) -> None:
+        if self.down:
+            raise sqlite3.OperationalError("disk I/O error <b>")
+
+    def state_of(self, task_id: str) -> str | None:
+        self._failing()
+        return super().state_of(task_id)
+
+    def get(self, task_id: str) -> Record | None:
+        self._failing()
+        return super().get(task_id)
+
+    def page(
+        self, wanted: RecordFilter, page_size: int, page_token: str | None
+    ) -> tuple[list[Record], str | None]:
+        self._failing()
+        return super().page(wanted, page_size, page_token)
+
+
+def test_a_store_that_does_not_answer_is_a_503_on_every_route_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class FailingStore(SqliteTaskStore):
-        down = True
-
-        def state_of(self, task_id: str) -> str | None:
-            if self.down:
-                raise OSError("the disk went away")
-            return super().state_of(task_id)
-
-        def get(self, task_id: str) -> Record | None:
-            if self.down:
-                raise OSError("the disk went away")
-            return super().get(task_id)
-
     caplog.set_level(logging.INFO, logger="lanworker.tes.reads")
     store = FailingStore(tmp_path / "tasks.db")
-    app = create_app(service(tmp_path, store))
-    for query in ("", "view=FULL", "", "view=BASIC"):
-        answer = call(app, "GET", "/ga4gh/tes/v1/tasks/some-task", query)
-        assert answer.status == 503 and "the disk went away" in answer.json()["msg"]
+    served = service(tmp_path, store)
+    served.extra_routes.append(status_view)
+    app = create_app(served)
+    for path, query in [
+        ("/ga4gh/tes/v1/tasks/some-task", ""),
+        ("/ga4gh/tes/v1/tasks/some-task", "view=FULL"),
+        ("/v1/tasks/some-task", "view=BASIC"),
+        ("/ga4gh/tes/v1/tasks", ""),
+        ("/ga4gh/tes/v1/tasks", "state=RUNNING&view=BASIC"),
+        ("/api/jobs", ""),
+        ("/fragments/jobs", ""),
+        ("/jobs/some-task", ""),
+    ]:
+        answer = call(app, "GET", path, query)
+        assert answer.status == 503, (path, answer.status)
+        assert answer.json()["msg"] == "the task store did not answer: disk I/O error <b>", path
+        assert answer.headers["retry-after"] == "5" and answer.headers["x-frame-options"] == "DENY"
+    page = call(app, "GET", "/", accept="text/html,application/xhtml+xml")  # a browser, signed in
+    assert page.status == 503 and page.headers["content-type"].startswith("text/html")
+    assert b"disk I/O error &lt;b&gt;" in page.body and b"<b>" not in page.body  # escaped
     store.down = False
     assert call(app, "GET", "/ga4gh/tes/v1/tasks/some-task").status == 404
+    assert call(app, "GET", "/ga4gh/tes/v1/tasks").json() == {"tasks": []}
     said = [record.getMessage() for record in caplog.records if record.name == "lanworker.tes.reads"]
     assert said == [
-        "the task store did not answer a read: the disk went away",
-        "the task store answers reads again",
+        "the task store did not answer: disk I/O error <b>",
+        "the task store answers again",
     ]
+
+
+def test_a_bug_in_a_store_is_not_taken_for_an_outage(tmp_path: Path) -> None:
+    class BrokenStore(SqliteTaskStore):
+        def state_of(self, task_id: str) -> str | None:
+            raise TypeError("a bug")
+
+    app = create_app(service(tmp_path, BrokenStore(tmp_path / "tasks.db")))
+    with pytest.raises(TypeError, match="a bug"):  # Starlette's 500, and the traceback in the log
+        call(app, "GET", "/ga4gh/tes/v1/tasks/some-task")
 
 
 def test_reads_pass_the_guard_and_the_token_check(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ with its indexes).
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Protocol
 
@@ -50,6 +51,7 @@ __all__ = [
     "Touch",
     "decode_token",
     "encode_token",
+    "failures",
     "open_store",
 ]
 
@@ -91,6 +93,15 @@ class TaskStore(Protocol):
 
     def prune(self, created_before: float) -> int:
         """Remove records in a final state created before this time; returns how many."""
+
+
+def failures() -> tuple[type[Exception], ...]:
+    """What a store that did not answer raises: SQLite's errors (its file gone or unreadable,
+    a lock held past its wait) and botocore's (DynamoDB out of reach, throttling, access
+    refused, no table). Anything else from a store is a bug, not an outage."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (sqlite3.Error, BotoCoreError, ClientError)
 
 
 def open_store(url: str) -> TaskStore:
