@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import os
-import selectors
+import select
 import shutil
 import signal
 import subprocess
@@ -208,8 +208,9 @@ def _devnull() -> int:
 class _Supervisor:
     """Runs one job's process group to its end from the job's own thread: no extra threads.
 
-    One selector waits on the leader's exit (a pidfd, so the exit is seen at once) and on
-    stdout and stderr, which are copied into their sinks as they arrive. The stop check
+    One `poll` waits on the leader's exit (a pidfd, so the exit is seen at once, and the
+    leader is reaped only once it says so) and on stdout and stderr, which are copied into
+    their sinks as they arrive. The stop check
     is asked every POLL_INTERVAL_S; a stop sends SIGTERM to the group and SIGKILL after
     the grace period, while output keeps being drained. When the leader exits, the rest
     of its group is killed (background children could hold stdout open forever, or change
@@ -229,7 +230,7 @@ class _Supervisor:
         self.pipes = {stdout_fd: request.stdout, stderr_fd: request.stderr}  # closed by run()
         self.request = request
         self.grace_s = grace_s
-        self.selector = selectors.PollSelector()  # no kernel object to make and close per job, as epoll has
+        self.poller = select.poll()  # no kernel object to make and close per job, as epoll has
         self.pidfd: int | None = None
         self.sinks: dict[int, CapturedStream] = {}
         self.stop_reason: StopReason | None = None
@@ -239,12 +240,14 @@ class _Supervisor:
         killed = False
         try:
             for fd, sink in self.pipes.items():
-                self.selector.register(fd, selectors.EVENT_READ)
+                self.poller.register(fd, select.POLLIN)
                 self.sinks[fd] = sink
             with contextlib.suppress(AttributeError, OSError):  # without pidfds the exit is polled
                 self.pidfd = os.pidfd_open(self.process.pid)
-                self.selector.register(self.pidfd, selectors.EVENT_READ)
+                self.poller.register(self.pidfd, select.POLLIN)
             self._until_exit()
+            if self.pidfd is not None:
+                self.poller.unregister(self.pidfd)  # it stays readable: the drain waits on the pipes alone
             _signal_group(self.process.pid, signal.SIGKILL)
             killed = True  # a killed group cannot grow: its members die before they can fork
             self._drain(time.monotonic() + self.grace_s)
@@ -253,7 +256,6 @@ class _Supervisor:
             if not killed:
                 _signal_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            self.selector.close()
             if self.pidfd is not None:
                 os.close(self.pidfd)
             for fd in self.pipes:
@@ -265,11 +267,16 @@ class _Supervisor:
     def _until_exit(self) -> None:
         next_check = time.monotonic() + POLL_INTERVAL_S
         while True:
-            timeout = max(0.0, next_check - time.monotonic())
-            for key, _ in self.selector.select(timeout if self.pidfd is not None else min(timeout, 0.01)):
-                if key.fd != self.pidfd:
-                    self._copy(key.fd)
-            if self.process.poll() is not None:
+            timeout_s = max(0.0, next_check - time.monotonic())
+            exited = self.pidfd is None  # without a pidfd, ask (every 10 ms at most)
+            for fd, _ in self.poller.poll(
+                1000 * (timeout_s if self.pidfd is not None else min(timeout_s, 0.01))
+            ):
+                if fd == self.pidfd:
+                    exited = True
+                else:
+                    self._copy(fd)
+            if exited and self.process.poll() is not None:
                 return
             now = time.monotonic()
             if now >= next_check:
@@ -296,10 +303,10 @@ class _Supervisor:
 
     def _drain(self, deadline: float) -> None:
         """Read stdout and stderr to their end (their writers are dead), within the deadline."""
-        while self.sinks and (remaining := deadline - time.monotonic()) > 0:
-            for key, _ in self.selector.select(remaining):
-                if key.fd in self.sinks:
-                    self._copy(key.fd)
+        while self.sinks and (remaining_s := deadline - time.monotonic()) > 0:
+            for fd, _ in self.poller.poll(1000 * remaining_s):
+                if fd in self.sinks:
+                    self._copy(fd)
 
     def _copy(self, fd: int) -> None:
         sink = self.sinks[fd]
@@ -309,7 +316,7 @@ class _Supervisor:
             logger.debug("%s pipe ended: %s", sink.name, exc)
             chunk = b""
         if not chunk:
-            self.selector.unregister(fd)
+            self.poller.unregister(fd)
             del self.sinks[fd]
             sink.close()
             return
