@@ -98,8 +98,10 @@ def _real_file(path: Path) -> str:
     return os.path.realpath(path)
 
 
+@functools.lru_cache(maxsize=64)
 def _file_of(url: str) -> str | None:
-    """The real path of the file an embedded queue URL names; None for any other queue."""
+    """The real path of the file an embedded queue URL names; None for any other queue.
+    (Asked for each settle's targets: a worker has a handful of URLs, every job.)"""
     return _real_file(parse_local_url(url)[0]) if url.startswith("local:") else None
 
 
