@@ -22,13 +22,14 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
     wait_random,
 )
 
-from lanworker.core.errors import TransientError
+from lanworker.core.errors import StaleReceipt, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ class Backoff:
     The waits grow 0.5, 1, 2, 4, 8, 10, 10 ... s (each plus up to 0.5 s of jitter), so an
     outage of several seconds is ridden out, until `budget_s` or `attempts` runs out. The
     call must translate its low-level exceptions into TransientError itself, so only
-    failures known to be retryable are retried.
+    failures known to be retryable are retried. A StaleReceipt is not retried: no wait makes
+    a receipt ours again (and the heartbeat thread, retrying one, left other leases to lapse).
     """
 
     attempts: int = 12
@@ -165,7 +167,7 @@ class Backoff:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
+            retry=retry_if_exception_type(TransientError) & retry_if_not_exception_type(StaleReceipt),
             wait=wait_exponential(multiplier=0.5, max=self.max_wait_s) + wait_random(0, 0.5),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.budget_s),
             before_sleep=_log_retry,

@@ -2,7 +2,10 @@
 
 Invariants:
 - Once `Heartbeats.end(lease)` returns, no visibility change for that message is in flight
-  or will be made, so the release or delete that follows is never undone by a late beat.
+  or will be made. A lease marked `settling` (its delete, release or dead-letter is next)
+  is not extended any more either, and a beat that was already in flight and finds the
+  receipt gone is the settle's doing, not a lost lease: `settling()` never waits, so the
+  embedded queue may mark it inside the transaction a beat could be waiting for.
 - A lease whose extension fails for longer than the visibility it has left answers
   LEASE_LOST: another worker may have the message, and this one must not upload or
   delete with that receipt.
@@ -48,7 +51,13 @@ class Lease:
         self.shutdown = shutdown
         self.reason: StopReason | None = None
         self.ended = False
+        self.settled = False  # its message's delete, release or dead-letter is under way
         self.lock = threading.Lock()  # held while extending; ending waits for it
+
+    def settling(self) -> None:
+        """The message is about to leave this worker's hands: no more extensions (one in
+        flight may still land; see the module's invariants)."""
+        self.settled = True
 
     def should_stop(self) -> StopReason | None:
         if self.reason is not None:
@@ -133,7 +142,7 @@ class Heartbeats:
         for lease in due:
             lease.lock.acquire()
         try:
-            live = [lease for lease in due if not lease.ended]
+            live = [lease for lease in due if not (lease.ended or lease.settled)]
             now, now_epoch = time.monotonic(), time.time()
             for lease in live:
                 lease.due = now + self.interval_s
@@ -155,6 +164,9 @@ class Heartbeats:
     def _extended(self, lease: Lease, error: Exception | None) -> None:
         if error is None:
             lease.hidden_until = time.monotonic() + self.visibility_timeout_s
+            return
+        if isinstance(error, StaleReceipt) and lease.settled:
+            logger.debug("heartbeat raced the settle: %s", error, extra={"job_id": lease.job_id})
             return
         self.metrics.heartbeat_failures.inc()
         if isinstance(error, StaleReceipt):

@@ -5,7 +5,8 @@ Invariants:
 - A message leaves the queue only after its result was delivered (or it was
   dead-lettered); when delivering fails, the message is released, never deleted.
 - A job's lease is kept until its message is settled, so visibility cannot run out
-  between the end of the job and its delete.
+  between the end of the job and its delete; it is marked `settling` just before the
+  delete, release or dead-letter, so no heartbeat extends it afterwards.
 - For a remote queue (SQS) settling runs in its own thread: a job slot is free again as
   soon as its job is decided, settling overlaps the next job, and the results of jobs
   settled together go as one batch, then their deletes (ten per call). For the embedded
@@ -159,6 +160,7 @@ class Settler:
             return False
         if isinstance(outcome, Release):
             self.metrics.jobs.labels("released").inc()
+            decided.lease.settling()
             self._safely(self.queue.release, message, "release", outcome.error, outcome.delay_s)
             return False
         if outcome.result is None:
@@ -170,7 +172,7 @@ class Settler:
                     requeue.body, message.attributes, delay_s=requeue.delay_s, group_id=message.group_id
                 )
             except Exception as exc:
-                self._undelivered(message, outcome.result.job_id, exc)
+                self._undelivered(decided, outcome.result.job_id, exc)
                 return False
         return True
 
@@ -194,20 +196,22 @@ class Settler:
             if error is None:
                 delivered.append(decided)
             else:
-                self._undelivered(decided.message, ready[id(decided)].job_id, error)
+                self._undelivered(decided, ready[id(decided)].job_id, error)
         return delivered
 
-    def _undelivered(self, message: ReceivedMessage, job_id: str, error: Exception) -> None:
+    def _undelivered(self, decided: Decided, job_id: str, error: Exception) -> None:
         logger.error(
             "could not deliver the result, releasing the message: %s",
             error,
             extra={"job_id": job_id, "action": "released"},
         )
-        self._safely(self.queue.release, message, "release")
+        decided.lease.settling()
+        self._safely(self.queue.release, decided.message, "release")
 
     def _after_report(self, decided: Decided) -> bool:
         """True when the message is now to be deleted; a dead letter is moved here."""
         outcome = decided.outcome
+        decided.lease.settling()
         if isinstance(outcome, DeadLetter):
             if self._safely(self.queue.dead_letter, decided.message, "dead-letter", outcome.reason):
                 self.metrics.jobs.labels(EventState.DEAD_LETTERED.value).inc()

@@ -265,5 +265,13 @@ def test_soak_with_a_worker_killed_and_restarted(
     summary(f"soak-{kills}-kills", len(job_ids), completed, lost, duplicates)
     assert lost == 0
     failed = {job for job, results_of in found.items() if results_of[-1]["state"] == "failed"}
-    assert failed == {job for job, body in zip(job_ids, bodies, strict=True) if '"--exit"' in body}
+    expected = {job for job, body in zip(job_ids, bodies, strict=True) if '"--exit"' in body}
+    why = {
+        job: [
+            {key: result.get(key) for key in ("state", "reason", "error", "exit_code")}
+            for result in found[job]
+        ]
+        for job in failed - expected
+    }
+    assert failed == expected, f"failed unexpectedly: {why}; did not fail: {sorted(expected - failed)}"
     assert not any(work_root.glob("*/*")), "no job dir left"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
-from lanworker.core.retries import is_botocore_failure, is_transient
+from lanworker.core.errors import StaleReceipt, TransientError
+from lanworker.core.retries import Backoff, is_botocore_failure, is_transient
 
 
 def test_botocore_refusing_a_request_is_not_a_passing_failure() -> None:
@@ -52,3 +53,23 @@ def test_the_scratch_tmpfs_never_collides_with_a_mount_at_tmp() -> None:
     }
     assert scratch_tmpfs(spec, {"/host/fs/tmp": {"bind": "/tmp", "mode": "rw"}}) is None
     assert scratch_tmpfs(ServiceSpec(image="i", read_only_rootfs=False), {}) is None
+
+
+def test_a_stale_receipt_is_not_retried_but_an_outage_is() -> None:
+    """A heartbeat retrying a receipt that was gone for good held the one heartbeat thread
+    for two seconds, and the other leases it should have extended lapsed."""
+    calls: list[str] = []
+
+    def stale() -> None:
+        calls.append("stale")
+        raise StaleReceipt("change visibility on q: receipt no longer valid (ReceiptHandleIsInvalid)")
+
+    def outage() -> None:
+        calls.append("outage")
+        raise TransientError("connection refused")
+
+    with pytest.raises(StaleReceipt):
+        Backoff(attempts=3, max_wait_s=0.01).call(stale)
+    with pytest.raises(TransientError):
+        Backoff(attempts=3, max_wait_s=0.01).call(outage)
+    assert calls == ["stale", "outage", "outage", "outage"]
