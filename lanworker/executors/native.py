@@ -210,12 +210,12 @@ class _Supervisor:
 
     One `poll` waits on the leader's exit (a pidfd, so the exit is seen at once, and the
     leader is reaped only once it says so) and on stdout and stderr, which are copied into
-    their sinks as they arrive. The stop check
-    is asked every POLL_INTERVAL_S; a stop sends SIGTERM to the group and SIGKILL after
-    the grace period, while output keeps being drained. When the leader exits, the rest
-    of its group is killed (background children could hold stdout open forever, or change
-    outputs while they upload) and the pipes are read to their end. Whatever goes wrong,
-    the group is killed and the leader reaped before `run` returns.
+    their sinks as they arrive. The stop check is asked every POLL_INTERVAL_S; a stop sends
+    SIGTERM to the group and SIGKILL after the grace period, while output keeps being
+    drained. When the leader exits, the rest of its group is killed (background children
+    could hold stdout open forever, or change outputs while they upload) and the pipes are
+    read to their end. Whatever goes wrong, the group is killed and the leader reaped
+    before `run` returns.
     """
 
     def __init__(

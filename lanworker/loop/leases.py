@@ -51,13 +51,13 @@ class Lease:
         self.shutdown = shutdown
         self.reason: StopReason | None = None
         self.ended = False
-        self.settled = False  # its message's delete, release or dead-letter is under way
+        self.being_settled = False  # its message's delete, release or dead-letter is under way
         self.lock = threading.Lock()  # held while extending; ending waits for it
 
     def settling(self) -> None:
         """The message is about to leave this worker's hands: no more extensions (one in
         flight may still land; see the module's invariants)."""
-        self.settled = True
+        self.being_settled = True
 
     def should_stop(self) -> StopReason | None:
         if self.reason is not None:
@@ -142,7 +142,7 @@ class Heartbeats:
         for lease in due:
             lease.lock.acquire()
         try:
-            live = [lease for lease in due if not (lease.ended or lease.settled)]
+            live = [lease for lease in due if not (lease.ended or lease.being_settled)]
             now, now_epoch = time.monotonic(), time.time()
             for lease in live:
                 lease.due = now + self.interval_s
@@ -165,7 +165,7 @@ class Heartbeats:
         if error is None:
             lease.hidden_until = time.monotonic() + self.visibility_timeout_s
             return
-        if isinstance(error, StaleReceipt) and lease.settled:
+        if isinstance(error, StaleReceipt) and lease.being_settled:
             logger.debug("heartbeat raced the settle: %s", error, extra={"job_id": lease.job_id})
             return
         self.metrics.heartbeat_failures.inc()

@@ -80,7 +80,7 @@ REFRESH_JS = """
         if (r.ok) return r.json();
         return r.json().then(function (e) { return failed((e && e.msg) || 'HTTP ' + r.status); },
                              function () { return failed('HTTP ' + r.status); });
-      }, function () { return failed('the server did not answer.'); })
+      }, function () { return failed('the server did not answer'); })
       .then(function (data) {
         if (data) { body.innerHTML = data.rows; counts.innerHTML = data.counts; document.getElementById('updated').textContent = data.updated; stale.textContent = ''; }
       })
