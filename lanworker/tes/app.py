@@ -10,18 +10,17 @@ another origin gets a request through (guard.py).
 from __future__ import annotations
 
 import hmac
-from html import escape
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 
 from lanworker import __version__
 from lanworker.tes.api import describe_errors, error_response, router
 from lanworker.tes.guard import ASGIApp, Receive, RequestGuard, Scope, Send
 from lanworker.tes.intake import Intake
-from lanworker.tes.reads import RETRY_AFTER_S, StoreOutage, TaskReads, unavailable
+from lanworker.tes.reads import StoreOutage, TaskReads, unavailable
 from lanworker.tes.service import TesService
 from lanworker.tes.store import failures
 
@@ -87,11 +86,7 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
 
     async def store_unavailable(request: Request, exc: Exception) -> Response:
         """A store that does not answer, on any route: a 503 (HTML for a browser's page)."""
-        message = outage.failed(exc)
-        if "text/html" in request.headers.get("accept", ""):
-            headers = {"retry-after": str(RETRY_AFTER_S)}
-            return HTMLResponse(f"<!doctype html><title>503</title><h1>{escape(message)}</h1>", 503, headers)
-        return unavailable(message)
+        return unavailable(outage.failed(exc), html="text/html" in request.headers.get("accept", ""))
 
     for failure in failures():
         app.add_exception_handler(failure, store_unavailable)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from html import escape
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lanworker.tes.api import VIEWS, error_response
@@ -56,9 +57,13 @@ class StoreOutage:
         self.failing = False
 
 
-def unavailable(message: str) -> JSONResponse:
+def unavailable(message: str, html: bool = False) -> Response:
+    """The 503 of a store that did not answer: JSON, or a page for a browser."""
+    headers = {"retry-after": str(RETRY_AFTER_S)}
+    if html:
+        return HTMLResponse(f"<!doctype html><title>503</title><h1>{escape(message)}</h1>", 503, headers)
     response = error_response(503, message)
-    response.headers["retry-after"] = str(RETRY_AFTER_S)
+    response.headers.update(headers)
     return response
 
 
@@ -93,7 +98,7 @@ class TaskReads:
                 return task_id if task_id and "/" not in task_id else None
         return None
 
-    async def _answer(self, task_id: str, view: str) -> JSONResponse:
+    async def _answer(self, task_id: str, view: str) -> Response:
         if view not in VIEWS:
             return error_response(400, f"view must be one of {', '.join(VIEWS)}")
         try:

@@ -1,4 +1,5 @@
-"""A real `serve` with embedded docker workers against moto_server, for a test module."""
+"""A real `serve` with embedded docker workers against moto_server, for a test module; or
+the service behind it alone, on a given store, for an app run in-process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pathlib import Path
 import pytest
 
 from lanworker.core import exitcodes
+from lanworker.core.config import WorkerConfig
+from lanworker.message.policy import MessagePolicy
+from lanworker.queues import open_queue
+from lanworker.storage import Storage
+from lanworker.tes.service import TesService
+from lanworker.tes.store import TaskStore
 from tests.helpers.moto import MotoServer, free_port
 from tests.helpers.processes import answers, cli_env, start_cli, wait_until
 
@@ -38,3 +45,14 @@ def tes_url(
     state = tmp_path_factory.mktemp("serve")
     with running_serve(moto_server, state, "--workers", "2", "--heartbeat-interval-s", "1") as url:
         yield url
+
+
+def in_process_service(tmp_path: Path, store: TaskStore) -> TesService:
+    """A TesService on `store`, its queue and cancel markers under tmp_path, no workers."""
+    return TesService(
+        store=store,
+        queue=open_queue(f"local:{tmp_path}/serve.db#tasks"),
+        control_url=str(tmp_path / "control"),
+        storage=Storage(),
+        policy=MessagePolicy.from_config(WorkerConfig()),
+    )

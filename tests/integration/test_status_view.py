@@ -18,17 +18,14 @@ import pytest
 import requests
 import uvicorn
 
-from lanworker.core.config import WorkerConfig
-from lanworker.message.policy import MessagePolicy
-from lanworker.queues import LocalQueue, open_queue
-from lanworker.storage import Storage
+from lanworker.queues import LocalQueue
 from lanworker.tes.app import create_app
-from lanworker.tes.service import TesService
 from lanworker.tes.store import Record, RecordFilter, SqliteTaskStore
 from lanworker.web import router as status_router
 from tests.helpers.browser import chromium
 from tests.helpers.moto import free_port
 from tests.helpers.processes import REPO_ROOT, answers, run_cli, start_cli, wait_until
+from tests.helpers.serve_fixtures import in_process_service
 
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 HOSTILE = "<script>alert(1)</script>"
@@ -286,13 +283,7 @@ def test_the_page_says_when_a_refresh_finds_the_store_out_of_reach(tmp_path: Pat
             return super().page(wanted, page_size, page_token)
 
     store = GoesDown(tmp_path / "tasks.db")
-    served = TesService(
-        store=store,
-        queue=open_queue(f"local:{tmp_path}/serve.db#tasks"),
-        control_url=str(tmp_path / "control"),
-        storage=Storage(),
-        policy=MessagePolicy.from_config(WorkerConfig()),
-    )
+    served = in_process_service(tmp_path, store)
     served.extra_routes.append(status_router)
     port = free_port()
     server = uvicorn.Server(

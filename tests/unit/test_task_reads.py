@@ -12,15 +12,11 @@ from typing import Any
 
 import pytest
 
-from lanworker.core.config import WorkerConfig
-from lanworker.message.policy import MessagePolicy
-from lanworker.queues import open_queue
-from lanworker.storage import Storage
 from lanworker.tes.app import create_app
 from lanworker.tes.models import TesTask
-from lanworker.tes.service import TesService
 from lanworker.tes.store import Record, RecordFilter, SqliteTaskStore
 from lanworker.web import router as status_view
+from tests.helpers.serve_fixtures import in_process_service
 
 TOKEN = "reads-token-0123456789"
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
@@ -55,20 +51,10 @@ def call(app: Any, method: str, path: str, query: str = "", **headers: str) -> A
     return Answer(sent)
 
 
-def service(tmp_path: Path, store: SqliteTaskStore) -> TesService:
-    return TesService(
-        store=store,
-        queue=open_queue(f"local:{tmp_path}/serve.db#tasks"),
-        control_url=str(tmp_path / "control"),
-        storage=Storage(),
-        policy=MessagePolicy.from_config(WorkerConfig()),
-    )
-
-
 @pytest.fixture
 def tes(tmp_path: Path) -> tuple[Any, str]:
     """An app with one QUEUED task; the app and the task's id."""
-    served = service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    served = in_process_service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
     task = TesTask.model_validate({"name": "reads", "executors": [{"image": "busybox", "command": ["true"]}]})
     return create_app(served), served.create(task)
 
@@ -137,7 +123,7 @@ def test_a_store_that_does_not_answer_is_a_503_on_every_route_logged_once(
 ) -> None:
     caplog.set_level(logging.INFO, logger="lanworker.tes.reads")
     store = FailingStore(tmp_path / "tasks.db")
-    served = service(tmp_path, store)
+    served = in_process_service(tmp_path, store)
     served.extra_routes.append(status_view)
     app = create_app(served)
     for path, query in [
@@ -172,13 +158,13 @@ def test_a_bug_in_a_store_is_not_taken_for_an_outage(tmp_path: Path) -> None:
         def state_of(self, task_id: str) -> str | None:
             raise TypeError("a bug")
 
-    app = create_app(service(tmp_path, BrokenStore(tmp_path / "tasks.db")))
+    app = create_app(in_process_service(tmp_path, BrokenStore(tmp_path / "tasks.db")))
     with pytest.raises(TypeError, match="a bug"):  # Starlette's 500, and the traceback in the log
         call(app, "GET", "/ga4gh/tes/v1/tasks/some-task")
 
 
 def test_reads_pass_the_guard_and_the_token_check(tmp_path: Path) -> None:
-    served = service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    served = in_process_service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
     task_id = served.create(
         TesTask.model_validate({"executors": [{"image": "busybox", "command": ["true"]}]})
     )
