@@ -12,11 +12,13 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -98,6 +100,12 @@ def shared_queue(scratch: str, jobs: int, tag: str) -> tuple[LocalQueue, Path]:
     return queue, ledger
 
 
+def children_cpu_s() -> float:
+    """User and system CPU of every child process waited for so far (children of children too)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def each_once(ledger: Path, jobs: int) -> tuple[int, int]:
     """(ids written exactly once, ids written more than once) in the ledger."""
     counts: dict[str, int] = {}
@@ -106,27 +114,37 @@ def each_once(ledger: Path, jobs: int) -> tuple[int, int]:
     return sum(1 for n in counts.values() if n == 1), sum(1 for n in counts.values() if n > 1)
 
 
-def naive_processes_on_one_file(scratch: str, jobs: int, processes: int, tag: str) -> tuple[float, int, int]:
+@dataclass(frozen=True)
+class SharedRun:
+    """One run of processes sharing one SQLite file."""
+
+    elapsed_s: float
+    cpu_s: float  # every process's CPU, the jobs' commands included
+    exactly_once: int  # job ids found once in the ledger
+    more_than_once: int
+
+
+def naive_processes_on_one_file(scratch: str, jobs: int, processes: int, tag: str) -> SharedRun:
     """The baseline for processes_on_one_file: `processes` naive loops (receive one, run
     the same command, delete) on one SQLite queue."""
     queue, ledger = shared_queue(scratch, jobs, f"n{tag}")
-    started = time.perf_counter()
+    cpu_before, started = children_cpu_s(), time.perf_counter()
     loops = [
         subprocess.Popen([sys.executable, "-c", NAIVE_PROCESS, queue.url], cwd=ROOT) for _ in range(processes)
     ]
     for loop in loops:
         loop.wait()
-    return (time.perf_counter() - started, *each_once(ledger, jobs))
+    elapsed_s, cpu_s = time.perf_counter() - started, children_cpu_s() - cpu_before
+    return SharedRun(elapsed_s, cpu_s, *each_once(ledger, jobs))
 
 
 def processes_on_one_file(
     scratch: str, jobs: int, processes: int, concurrency: int, tag: str = ""
-) -> tuple[float, int, int]:
-    """(seconds, jobs run exactly once, jobs run more than once) for worker processes
-    sharing one SQLite file, each job delivering a result."""
+) -> SharedRun:
+    """Worker processes sharing one SQLite file, each job delivering a result."""
     queue, ledger = shared_queue(scratch, jobs, tag)
     results = f"local:{scratch}/shared{tag}.db#results"
-    started = time.perf_counter()
+    cpu_before, started = children_cpu_s(), time.perf_counter()
     workers = [
         subprocess.Popen(
             [
@@ -157,7 +175,7 @@ def processes_on_one_file(
     ]
     for worker in workers:
         worker.wait()
-    elapsed = time.perf_counter() - started
+    elapsed_s, cpu_s = time.perf_counter() - started, children_cpu_s() - cpu_before
     delivered = 0
     reader = LocalQueue(results)
     while batch := reader.receive(10, 0, 60):
@@ -165,7 +183,7 @@ def processes_on_one_file(
         reader.delete_batch(batch)
     if delivered != jobs:
         raise SystemExit(f"{delivered} results for {jobs} jobs")
-    return (elapsed, *each_once(ledger, jobs))
+    return SharedRun(elapsed_s, cpu_s, *each_once(ledger, jobs))
 
 
 def naive_local_loop(queue: LocalQueue, count: int, command: tuple[str, ...] = ("true",)) -> float:
@@ -268,6 +286,29 @@ def working_round(jobs: int, tag: str, scratch: str) -> dict[str, float]:
     return times
 
 
+def report_shared(jobs: int, naive: list[SharedRun], lanworker: list[SharedRun]) -> None:
+    """Rates from the median round; the ratio also round by round (each round runs the two
+    back to back, so a ratio compares runs that met the same machine); CPU per job."""
+    naive_rate = jobs / statistics.median(run.elapsed_s for run in naive)
+    for name, runs in (
+        ("4 naive loops (receive 1, run, delete)", naive),
+        ("lanworker, 4 processes x c=4", lanworker),
+    ):
+        rate = jobs / statistics.median(run.elapsed_s for run in runs)
+        once = min(run.exactly_once for run in runs)
+        more = max(run.more_than_once for run in runs)
+        cpu_ms = 1000 * statistics.median(run.cpu_s for run in runs) / jobs
+        print(
+            f"  {name:40s} {rate:8.1f} jobs/s  {rate / naive_rate:5.2f}x naive; {cpu_ms:.2f} ms CPU a job; "
+            f"exactly once (worst round): {once}, more: {more}"
+        )
+    ratios = sorted(n.elapsed_s / w.elapsed_s for n, w in zip(naive, lanworker, strict=True))
+    print(
+        f"  round by round: lanworker {ratios[0]:.2f}x to {ratios[-1]:.2f}x the naive loops, "
+        f"median {statistics.median(ratios):.2f}x ({len(ratios)} rounds)"
+    )
+
+
 def main() -> int:
     byte_compile_lanworker()
     parser = argparse.ArgumentParser()
@@ -289,9 +330,12 @@ def main() -> int:
             local_rounds = [local_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
             working_rounds = [working_round(args.jobs, str(r), scratch) for r in range(args.rounds)]
         shared, naive_shared = [], []
-        for r in range(args.rounds):
+        for r in range(args.rounds):  # which goes first alternates: neither always meets a warmer machine
+            if r % 2:
+                shared.append(processes_on_one_file(scratch, args.shared_jobs, 4, 4, str(r)))
             naive_shared.append(naive_processes_on_one_file(scratch, args.shared_jobs, 4, str(r)))
-            shared.append(processes_on_one_file(scratch, args.shared_jobs, 4, 4, str(r)))
+            if not r % 2:
+                shared.append(processes_on_one_file(scratch, args.shared_jobs, 4, 4, str(r)))
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.rounds} alternated rounds"
     )
@@ -313,16 +357,7 @@ def main() -> int:
                 ratios += f", {rate / rates[BATCH]:5.2f}x batch loop"
             print(f"  {name:48s} {rate:8.1f} jobs/s  {ratios}")
     print(f"{args.shared_jobs} jobs (sh -c 'echo ID >> file') on one SQLite file")
-    naive_rate = args.shared_jobs / statistics.median(elapsed for elapsed, _, _ in naive_shared)
-    for name, found in (
-        ("4 naive loops (receive 1, run, delete)", naive_shared),
-        ("lanworker, 4 processes x c=4", shared),
-    ):
-        rate = args.shared_jobs / statistics.median(elapsed for elapsed, _, _ in found)
-        once, more = min(exactly for _, exactly, _ in found), max(extra for _, _, extra in found)
-        print(
-            f"  {name:40s} {rate:8.1f} jobs/s  {rate / naive_rate:5.2f}x naive; exactly once (worst round): {once}, more: {more}"
-        )
+    report_shared(args.shared_jobs, naive_shared, shared)
     return 0
 
 

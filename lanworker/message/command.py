@@ -299,38 +299,47 @@ def value_problems(document: Any, max_nesting: int = MAX_NESTING) -> list[str]:
     """Values no command can carry, whatever the schema says: nesting deeper than
     max_nesting, NUL bytes and lone surrogates in strings or keys, non-finite numbers.
 
-    Iterative, so a hostile document cannot exhaust the stack here either.
+    Iterative, so a hostile document cannot exhaust the stack here either. A value's JSON
+    path is spelled out only for containers and for values with a problem: the usual
+    document has none, and every job is checked.
     """
     problems: list[str] = []
     stack: list[tuple[str, Any, int]] = [("$", document, 0)]
     while stack and len(problems) < 20:
         path, value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth >= max_nesting:
-                problems.append(f"{path}: nested deeper than {max_nesting} levels")
-                continue
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str):
-                    problems.extend(_string_problem(f"{path} (key {key[:40]!r})", key))
-                    stack.append((f"{path}.{key}", item, depth + 1))
-                else:
-                    stack.append((f"{path}[{key}]", item, depth + 1))
-        elif isinstance(value, str):
-            problems.extend(_string_problem(path, value))
-        elif isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{path}: {value} is not a finite number")
+        if not isinstance(value, (dict, list)):
+            problems.extend(_scalar_problem(path, value))
+            continue
+        if depth >= max_nesting:
+            problems.append(f"{path}: nested deeper than {max_nesting} levels")
+            continue
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(key, str) and _string_problem(key):
+                problems.append(f"{path} (key {key[:40]!r}): {_string_problem(key)}")
+            if isinstance(item, (dict, list)) or _scalar_problem("", item):
+                stack.append((f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", item, depth + 1))
     return sorted(problems)
 
 
-def _string_problem(path: str, text: str) -> list[str]:
+def _scalar_problem(path: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        problem = _string_problem(value)
+        return [f"{path}: {problem}"] if problem else []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path}: {value} is not a finite number"]
+    return []
+
+
+def _string_problem(text: str) -> str | None:
     if "\x00" in text:
-        return [f"{path}: contains a NUL byte"]
+        return "contains a NUL byte"
+    if text.isascii():
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return [f"{path}: contains a lone surrogate (not valid Unicode)"]
-    return []
+        return "contains a lone surrogate (not valid Unicode)"
+    return None
 
 
 def _check_task(document: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ through `storage.safefs`. Executors import this module and nothing else of the p
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import posixpath
@@ -160,10 +161,20 @@ class Workspace:
 
     def __init__(self, root: Path, dirs: JobDirs | None = None) -> None:
         self.root = root
-        self.inputs = root / "in"
-        self.outputs = root / "out"
-        self.streams = root / "streams"
         self._dirs = dirs
+
+    # Joined when first asked for: most native jobs never touch their subdirectories.
+    @functools.cached_property
+    def inputs(self) -> Path:
+        return self.root / "in"
+
+    @functools.cached_property
+    def outputs(self) -> Path:
+        return self.root / "out"
+
+    @functools.cached_property
+    def streams(self) -> Path:
+        return self.root / "streams"
 
     def create(self, for_containers: bool) -> None:
         """The job dir. For containers also in/, out/ and streams/, writable by any uid: they
