@@ -308,26 +308,26 @@ def value_problems(document: Any, max_nesting: int = MAX_NESTING) -> list[str]:
     while stack and len(problems) < 20:
         path, value, depth = stack.pop()
         if not isinstance(value, (dict, list)):
-            problems.extend(_scalar_problem(path, value))
+            problem = _scalar_problem(value)
+            problems += [f"{path}: {problem}"] if problem else []
             continue
         if depth >= max_nesting:
             problems.append(f"{path}: nested deeper than {max_nesting} levels")
             continue
         for key, item in value.items() if isinstance(value, dict) else enumerate(value):
-            if isinstance(key, str) and _string_problem(key):
-                problems.append(f"{path} (key {key[:40]!r}): {_string_problem(key)}")
-            if isinstance(item, (dict, list)) or _scalar_problem("", item):
+            if isinstance(key, str) and (problem := _string_problem(key)):
+                problems.append(f"{path} (key {key[:40]!r}): {problem}")
+            if isinstance(item, (dict, list)) or _scalar_problem(item):
                 stack.append((f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]", item, depth + 1))
     return sorted(problems)
 
 
-def _scalar_problem(path: str, value: Any) -> list[str]:
+def _scalar_problem(value: Any) -> str | None:
     if isinstance(value, str):
-        problem = _string_problem(value)
-        return [f"{path}: {problem}"] if problem else []
+        return _string_problem(value)
     if isinstance(value, float) and not math.isfinite(value):
-        return [f"{path}: {value} is not a finite number"]
-    return []
+        return f"{value} is not a finite number"
+    return None
 
 
 def _string_problem(text: str) -> str | None:

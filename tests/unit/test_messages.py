@@ -155,3 +155,20 @@ def test_a_bucket_is_not_an_object() -> None:
     ]
     directory = {**task, "inputs": [{"path": "/in", "url": "s3://bucket", "type": "DIRECTORY"}]}
     assert messages.validate_document(directory) == []
+
+
+def test_value_problems_name_each_bad_value_by_its_path() -> None:
+    document = {
+        "service": "s",
+        "env": {"A\x00": "ok", "B": "x\udc80"},
+        "command": {"arguments": [{"type": "parameter", "value": "fine"}, [1.5, float("inf"), "a\x00"]]},
+    }
+    assert messages.value_problems(document) == [
+        "$.command.arguments[1][1]: inf is not a finite number",
+        "$.command.arguments[1][2]: contains a NUL byte",
+        "$.env (key 'A\\x00'): contains a NUL byte",
+        "$.env.B: contains a lone surrogate (not valid Unicode)",
+    ]
+    assert messages.value_problems("a\x00") == ["$: contains a NUL byte"]
+    assert messages.value_problems({"a": [[["x"]]]}, max_nesting=2) == ["$.a[0]: nested deeper than 2 levels"]
+    assert messages.value_problems({"text": "é ü", "n": 1.0, "none": None}) == []
