@@ -5,23 +5,25 @@ the request engines poll with, is answered before this router (reads.py)."""
 from __future__ import annotations
 
 import logging
+from html import escape
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from lanworker import __version__
-from lanworker.core.errors import MessageRefused
+from lanworker.core.errors import LanworkerError, MessageRefused
 from lanworker.tes.convert import TaskRefused, storage_schemes, to_tes
 from lanworker.tes.intake import Intake
 from lanworker.tes.models import State, TesTask
-from lanworker.tes.service import StoreFull, TesService, tag_filter
+from lanworker.tes.service import NotQueued, StoreFull, TesService, tag_filter
 from lanworker.tes.store import RecordFilter, RecordTooLarge
 
 logger = logging.getLogger(__name__)
 
 VIEWS = ("MINIMAL", "BASIC", "FULL")
+RETRY_AFTER_S = 5  # what a 503 asks a client to wait before it tries again
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2047
 
@@ -54,6 +56,16 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"msg": message, "status_code": status}, status_code=status)
 
 
+def unavailable(message: str, html: bool = False) -> Response:
+    """A 503 (a store or queue that did not answer): JSON, or a page for a browser."""
+    headers = {"retry-after": str(RETRY_AFTER_S)}
+    if html:
+        return HTMLResponse(f"<!doctype html><title>503</title><h1>{escape(message)}</h1>", 503, headers)
+    response = error_response(503, message)
+    response.headers.update(headers)
+    return response
+
+
 def describe_errors(errors: Any) -> str:
     parts = []
     for error in errors:
@@ -76,7 +88,7 @@ def service_info(service: Service) -> dict[str, Any]:
     }
 
 
-async def create_task(request: Request) -> JSONResponse:
+async def create_task(request: Request) -> Response:
     """POST /tasks: a plain route (FastAPI's parameter solving would take twice the time of
     the rest) for the rate engines submit at; the app's Intake writes the tasks that arrive
     together in one go. GET /tasks/ID is reads.py's."""
@@ -91,9 +103,10 @@ async def create_task(request: Request) -> JSONResponse:
         return error_response(400, str(exc))
     except StoreFull as exc:
         return error_response(507, str(exc))
-    except Exception as exc:
+    except NotQueued as exc:
         logger.error("task not queued: %s", exc, extra={"action": "queued"})
-        return error_response(503, f"task not queued: {exc}")
+        return unavailable(f"task not queued: {exc}")
+    # A store that did not answer is create_app's 503; anything else is a bug, and a 500.
     return JSONResponse({"id": task_id})
 
 
@@ -117,11 +130,11 @@ def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> JSONRe
 
 
 @router.post("/tasks/{task_id}:cancel")
-def cancel_task(task_id: str, service: Service) -> JSONResponse:
+def cancel_task(task_id: str, service: Service) -> Response:
     try:
         record = service.cancel(task_id)
-    except Exception as exc:
-        return error_response(503, f"cancel not recorded: {exc}")
+    except (LanworkerError, OSError) as exc:  # its marker not written; the store's failures: create_app's
+        return unavailable(f"cancel not recorded: {exc}")
     if record is None:
         return error_response(404, f"no task {task_id!r}")
     return JSONResponse({})

@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 
 from lanworker import __version__
-from lanworker.tes.api import describe_errors, error_response, router
+from lanworker.tes.api import describe_errors, error_response, router, unavailable
 from lanworker.tes.guard import ASGIApp, Receive, RequestGuard, Scope, Send
 from lanworker.tes.intake import Intake
-from lanworker.tes.reads import StoreOutage, TaskReads, unavailable
+from lanworker.tes.reads import StoreOutage, TaskReads
 from lanworker.tes.service import TesService
 from lanworker.tes.store import failures
 

@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from html import escape
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from lanworker.tes.api import VIEWS, error_response
+from lanworker.tes.api import VIEWS, error_response, unavailable
 from lanworker.tes.convert import to_tes
 from lanworker.tes.guard import ASGIApp, Receive, Scope, Send
 from lanworker.tes.store import TaskStore, failures
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRY_AFTER_S = 5  # what a 503 asks a client to wait before it tries again
 
 
 class StoreOutage:
@@ -55,16 +53,6 @@ class StoreOutage:
         if self.failing:
             logger.info("the task store answers again", extra={"action": "read"})
         self.failing = False
-
-
-def unavailable(message: str, html: bool = False) -> Response:
-    """The 503 of a store that did not answer: JSON, or a page for a browser."""
-    headers = {"retry-after": str(RETRY_AFTER_S)}
-    if html:
-        return HTMLResponse(f"<!doctype html><title>503</title><h1>{escape(message)}</h1>", 503, headers)
-    response = error_response(503, message)
-    response.headers.update(headers)
-    return response
 
 
 class TaskReads:

@@ -15,6 +15,7 @@ from functools import partial
 
 from fastapi import APIRouter
 
+from lanworker.core.errors import InvalidMessage
 from lanworker.message.policy import MessagePolicy
 from lanworker.queues import Outgoing, Queue
 from lanworker.storage import Storage
@@ -49,8 +50,9 @@ class TesService:
     def create_batch(self, tasks: list[TesTask]) -> list[str | Exception]:
         """New tasks stored, then queued, together: one store write (one SQLite transaction)
         and one queue send for all of them. Per task in order: its id, or what refused it
-        (TaskRefused, StoreFull) or failed it (the store's or the queue's error; a task
-        whose message was not sent is SYSTEM_ERROR)."""
+        (TaskRefused, StoreFull, MessageRefused: a message too large) or failed it (the
+        store's error as raised, the queue's as NotQueued; a task whose message was not sent
+        is SYSTEM_ERROR)."""
         outcomes: list[str | Exception] = []
         accepted: list[tuple[int, Record, Outgoing]] = []
         room = _Room(self.store, self.max_store_bytes)
@@ -84,7 +86,7 @@ class TesService:
                 )
                 continue
             self.store.update(record["id"], partial(_failed_to_queue, error=str(failure)))
-            outcomes[index] = failure
+            outcomes[index] = failure if isinstance(failure, InvalidMessage) else NotQueued(str(failure))
         return outcomes
 
     def cancel(self, task_id: str) -> Record | None:
@@ -93,6 +95,10 @@ class TesService:
             return record
         request_cancel(self.storage, self.control_url, task_id, "tes")
         return self.store.update(task_id, _cancel_requested)
+
+
+class NotQueued(Exception):
+    """The queue did not take a stored task's message (the task is SYSTEM_ERROR): a 503."""
 
 
 class StoreFull(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from lanworker.queues import open_queue
 from lanworker.tes.app import create_app
 from lanworker.tes.models import TesTask
 from lanworker.tes.store import Record, RecordFilter, SqliteTaskStore
@@ -20,6 +21,7 @@ from tests.helpers.serve_fixtures import in_process_service
 
 TOKEN = "reads-token-0123456789"
 PREFIXES = ("/ga4gh/tes/v1", "/v1", "")
+TASK = json.dumps({"executors": [{"image": "busybox", "command": ["true"]}]}).encode()
 
 
 class Answer:
@@ -32,7 +34,7 @@ class Answer:
         return json.loads(self.body)
 
 
-def call(app: Any, method: str, path: str, query: str = "", **headers: str) -> Answer:
+def call(app: Any, method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> Answer:
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
@@ -42,7 +44,7 @@ def call(app: Any, method: str, path: str, query: str = "", **headers: str) -> A
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -117,6 +119,10 @@ class FailingStore(SqliteTaskStore):
         self._failing()
         return super().page(wanted, page_size, page_token)
 
+    def create(self, record: Record) -> None:
+        self._failing()
+        super().create(record)
+
 
 def test_a_store_that_does_not_answer_is_a_503_on_every_route_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -126,17 +132,19 @@ def test_a_store_that_does_not_answer_is_a_503_on_every_route_logged_once(
     served = in_process_service(tmp_path, store)
     served.extra_routes.append(status_view)
     app = create_app(served)
-    for path, query in [
-        ("/ga4gh/tes/v1/tasks/some-task", ""),
-        ("/ga4gh/tes/v1/tasks/some-task", "view=FULL"),
-        ("/v1/tasks/some-task", "view=BASIC"),
-        ("/ga4gh/tes/v1/tasks", ""),
-        ("/ga4gh/tes/v1/tasks", "state=RUNNING&view=BASIC"),
-        ("/api/jobs", ""),
-        ("/fragments/jobs", ""),
-        ("/jobs/some-task", ""),
+    for method, path, query in [
+        ("POST", "/ga4gh/tes/v1/tasks", ""),
+        ("POST", "/ga4gh/tes/v1/tasks/some-task:cancel", ""),
+        ("GET", "/ga4gh/tes/v1/tasks/some-task", ""),
+        ("GET", "/ga4gh/tes/v1/tasks/some-task", "view=FULL"),
+        ("GET", "/v1/tasks/some-task", "view=BASIC"),
+        ("GET", "/ga4gh/tes/v1/tasks", ""),
+        ("GET", "/ga4gh/tes/v1/tasks", "state=RUNNING&view=BASIC"),
+        ("GET", "/api/jobs", ""),
+        ("GET", "/fragments/jobs", ""),
+        ("GET", "/jobs/some-task", ""),
     ]:
-        answer = call(app, "GET", path, query)
+        answer = call(app, method, path, query, body=TASK)
         assert answer.status == 503, (path, answer.status)
         assert answer.json()["msg"] == "the task store did not answer: disk I/O error <b>", path
         assert answer.headers["retry-after"] == "5" and answer.headers["x-frame-options"] == "DENY"
@@ -158,9 +166,39 @@ def test_a_bug_in_a_store_is_not_taken_for_an_outage(tmp_path: Path) -> None:
         def state_of(self, task_id: str) -> str | None:
             raise TypeError("a bug")
 
+        def create(self, record: Record) -> None:
+            raise TypeError("a bug in create")
+
+        def get(self, task_id: str) -> Record | None:
+            raise TypeError("a bug in get")
+
     app = create_app(in_process_service(tmp_path, BrokenStore(tmp_path / "tasks.db")))
-    with pytest.raises(TypeError, match="a bug"):  # Starlette's 500, and the traceback in the log
-        call(app, "GET", "/ga4gh/tes/v1/tasks/some-task")
+    for method, path, bug in [
+        ("GET", "/ga4gh/tes/v1/tasks/some-task", "a bug"),
+        ("POST", "/ga4gh/tes/v1/tasks", "a bug in create"),  # was a 503 'task not queued'
+        ("POST", "/ga4gh/tes/v1/tasks/some-task:cancel", "a bug in get"),  # was a 503 too
+    ]:
+        with pytest.raises(TypeError, match=bug):  # Starlette's 500, and the traceback in the log
+            call(app, method, path, body=TASK)
+
+
+def test_a_queue_that_does_not_take_a_task_is_a_503_and_the_task_a_system_error(tmp_path: Path) -> None:
+    served = in_process_service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    (tmp_path / "gone.db").mkdir()  # no queue file can be opened there
+    served.queue = open_queue(f"local:{tmp_path}/gone.db#tasks")
+    answer = call(create_app(served), "POST", "/ga4gh/tes/v1/tasks", body=TASK)
+    assert answer.status == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json()["msg"].startswith("task not queued: cannot open local queue")
+    [record] = served.store.page(RecordFilter(None, None, {}), 10, None)[0]
+    assert record["state"] == "SYSTEM_ERROR" and "not queued" in record["system_logs"][-1]
+
+
+def test_a_cancel_whose_marker_cannot_be_written_is_a_503(tes: tuple[Any, str], tmp_path: Path) -> None:
+    app, task_id = tes
+    (tmp_path / "control").write_text("a file where the markers' directory belongs")
+    answer = call(app, "POST", f"/ga4gh/tes/v1/tasks/{task_id}:cancel")
+    assert answer.status == 503 and answer.json()["msg"].startswith("cancel not recorded: ")
+    assert call(app, "GET", f"/ga4gh/tes/v1/tasks/{task_id}").json()["state"] == "QUEUED"  # nothing changed
 
 
 def test_reads_pass_the_guard_and_the_token_check(tmp_path: Path) -> None:
