@@ -13,11 +13,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from lanworker import __version__
-from lanworker.core.errors import LanworkerError, MessageRefused
+from lanworker.core.errors import MessageRefused
 from lanworker.tes.convert import TaskRefused, storage_schemes, to_tes
 from lanworker.tes.intake import Intake
 from lanworker.tes.models import State, TesTask
-from lanworker.tes.service import NotQueued, StoreFull, TesService, tag_filter
+from lanworker.tes.service import CancelNotRecorded, NotQueued, StoreFull, TesService, tag_filter
 from lanworker.tes.store import RecordFilter, RecordTooLarge
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> JSONRe
 def cancel_task(task_id: str, service: Service) -> Response:
     try:
         record = service.cancel(task_id)
-    except (LanworkerError, OSError) as exc:  # its marker not written; the store's failures: create_app's
+    except CancelNotRecorded as exc:  # a store that did not answer is create_app's 503
         return unavailable(f"cancel not recorded: {exc}")
     if record is None:
         return error_response(404, f"no task {task_id!r}")

@@ -15,7 +15,7 @@ from functools import partial
 
 from fastapi import APIRouter
 
-from lanworker.core.errors import InvalidMessage
+from lanworker.core.errors import InvalidMessage, LanworkerError
 from lanworker.message.policy import MessagePolicy
 from lanworker.queues import Outgoing, Queue
 from lanworker.storage import Storage
@@ -93,12 +93,19 @@ class TesService:
         record = self.store.get(task_id)
         if record is None or State(record["state"]).is_final:
             return record
-        request_cancel(self.storage, self.control_url, task_id, "tes")
+        try:
+            request_cancel(self.storage, self.control_url, task_id, "tes")
+        except (LanworkerError, OSError) as exc:  # the storage's errors; anything else is a bug
+            raise CancelNotRecorded(str(exc)) from exc
         return self.store.update(task_id, _cancel_requested)
 
 
 class NotQueued(Exception):
     """The queue did not take a stored task's message (the task is SYSTEM_ERROR): a 503."""
+
+
+class CancelNotRecorded(Exception):
+    """A cancel's marker could not be written (the task is left as it was): a 503."""
 
 
 class StoreFull(Exception):

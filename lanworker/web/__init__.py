@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from lanworker.tes.api import Service
+from lanworker.tes.api import Service, unavailable
 from lanworker.tes.app import TOKEN_COOKIE
-from lanworker.tes.service import TesService
+from lanworker.tes.service import CancelNotRecorded, TesService
 from lanworker.web import pages
 from lanworker.web import readmodel as status
 from lanworker.web.formatting import when
@@ -82,7 +82,11 @@ async def cancel(job_id: str, request: Request, service: Service) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     if not hmac.compare_digest(form.get("csrf", [""])[0], csrf_for(job_id)):
         return page(pages.layout("Refused", "<h1>Cancel refused: stale form</h1>"), 403)
-    if service.cancel(job_id) is None:
+    try:
+        record = service.cancel(job_id)
+    except CancelNotRecorded as exc:
+        return unavailable(f"cancel not recorded: {exc}", html=True)
+    if record is None:
         return page(pages.layout("Not found", "<h1>No such job</h1>"), 404)
     return RedirectResponse("/jobs/" + quote(job_id, safe=""), status_code=303)
 

@@ -16,6 +16,7 @@ from lanworker.queues import open_queue
 from lanworker.tes.app import create_app
 from lanworker.tes.models import TesTask
 from lanworker.tes.store import Record, RecordFilter, SqliteTaskStore
+from lanworker.web import csrf_for
 from lanworker.web import router as status_view
 from tests.helpers.serve_fixtures import in_process_service
 
@@ -217,3 +218,18 @@ def test_reads_pass_the_guard_and_the_token_check(tmp_path: Path) -> None:
     assert call(app, "GET", path, **{"sec-fetch-site": "cross-site"}, **right).status == 403
     rebound = call(app, "GET", path, host="evil.example:8000", **right)
     assert rebound.status == 403
+
+
+def test_the_status_pages_cancel_without_its_marker_is_a_503_page(tmp_path: Path) -> None:
+    served = in_process_service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    served.extra_routes.append(status_view)
+    task_id = served.create(TesTask.model_validate(json.loads(TASK)))
+    (tmp_path / "control").write_text("a file where the markers' directory belongs")
+    form = f"csrf={csrf_for(task_id)}".encode()
+    answer = call(
+        create_app(served), "POST", f"/jobs/{task_id}/cancel", body=form,
+        **{"content-type": "application/x-www-form-urlencoded", "origin": "http://127.0.0.1:8000"},
+    )  # fmt: skip
+    assert answer.status == 503 and answer.headers["content-type"].startswith("text/html")
+    assert b"cancel not recorded: " in answer.body
+    assert served.store.state_of(task_id) == "QUEUED"
