@@ -15,7 +15,7 @@ from functools import partial
 
 from fastapi import APIRouter
 
-from lanworker.core.errors import InvalidMessage, LanworkerError
+from lanworker.core.errors import LanworkerError, MessageRefused
 from lanworker.message.policy import MessagePolicy
 from lanworker.queues import Outgoing, Queue
 from lanworker.storage import Storage
@@ -86,7 +86,7 @@ class TesService:
                 )
                 continue
             self.store.update(record["id"], partial(_failed_to_queue, error=str(failure)))
-            outcomes[index] = failure if isinstance(failure, InvalidMessage) else NotQueued(str(failure))
+            outcomes[index] = failure if isinstance(failure, MessageRefused) else NotQueued(str(failure))
         return outcomes
 
     def cancel(self, task_id: str) -> Record | None:
