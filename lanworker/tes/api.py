@@ -57,7 +57,8 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def unavailable(message: str, html: bool = False) -> Response:
-    """A 503 (a store or queue that did not answer): JSON, or a page for a browser."""
+    """A 503, for what did not answer (the store, the queue, a cancel marker's storage): JSON,
+    or a page for a browser."""
     headers = {"retry-after": str(RETRY_AFTER_S)}
     if html:
         return HTMLResponse(f"<!doctype html><title>503</title><h1>{escape(message)}</h1>", 503, headers)
