@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 
 from lanworker import __version__
+from lanworker.reporting.metrics import CONTENT_TYPE
 from lanworker.tes.api import describe_errors, error_response, router, unavailable
 from lanworker.tes.guard import ASGIApp, Receive, RequestGuard, Scope, Send
 from lanworker.tes.intake import Intake
@@ -113,7 +114,7 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
 
         @app.get("/metrics", include_in_schema=False)
         def metrics() -> Response:
-            return Response(render(), media_type="text/plain; version=0.0.4")
+            return Response(render(), media_type=CONTENT_TYPE)
 
     for extra in service.extra_routes:
         app.include_router(extra)

@@ -150,7 +150,7 @@ def test_receive_loop_survives_an_sqs_outage(monkeypatch, proxy, queue_factory, 
     time.sleep(1)
     proxy.down()
     time.sleep(5)
-    errors_during_outage = worker.metrics.receive_errors._value.get()
+    errors_during_outage = worker.metrics.receive_errors.value()
     proxy.up()
     SqsQueue(queue).send(json.dumps({"id": "after-outage", "service": "tool", "command": {"arguments": []}}))
     found = wait_for_results(results, ["after-outage"], 60)

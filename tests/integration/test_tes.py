@@ -173,7 +173,7 @@ def test_list_filters_and_pages(client: tes.HTTPClient) -> None:
         page = client.list_tasks(view="BASIC", page_size=2, page_token=token)
         pages += [task.id for task in page.tasks]
         token = page.next_page_token
-        assert token
+        assert token or len(pages) >= 5  # a last page has none (these five alone, run by itself)
     assert pages[:5] == ids[::-1]  # no overlap between pages, nothing missed
     tagged = requests.get(api, params={"tag_key": ["run", "i"], "tag_value": [run, "3"]}, timeout=5).json()[
         "tasks"

@@ -84,7 +84,7 @@ def test_a_lease_being_settled_is_never_extended_and_a_beat_it_raced_is_not_a_lo
         wait_until(lambda: queue.settle_during_beat is None, what="the raced beat")
         time.sleep(0.1)  # ten more intervals: neither lease is extended again
         assert racing.should_stop() is None  # not LEASE_LOST: the settle took it, as it should
-        assert metrics.heartbeat_failures._value.get() == 0
+        assert metrics.heartbeat_failures.value() == 0
         assert "extend" not in queue.ops(settled_first.message_id)
         assert queue.ops(raced.message_id).count("extend") == 0  # the one in flight found it gone
     finally:
