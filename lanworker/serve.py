@@ -71,6 +71,8 @@ def run_serve(settings: ServeSettings) -> int:
     check_environment(config, os.environ)
     import uvicorn  # only the serve command needs the HTTP stack
 
+    from lanworker.tes.coalesce import CoalescingHttpToolsProtocol
+
     listener = listen(settings.host, settings.port)  # a port in use is a config error, here
     store = open_store(settings.store_url)
     queue = open_queue(config.queue_url, config.dead_letter_queue_url, config.max_receives)
@@ -96,7 +98,13 @@ def run_serve(settings: ServeSettings) -> int:
     app = create_app(service, settings.auth_token, loopback_only=is_loopback_host(settings.host))
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=CoalescingHttpToolsProtocol,  # one send per response, not two
         )
     )
     http = threading.Thread(  # not main: no uvicorn signals
