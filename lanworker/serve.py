@@ -71,7 +71,7 @@ def run_serve(settings: ServeSettings) -> int:
     check_environment(config, os.environ)
     import uvicorn  # only the serve command needs the HTTP stack
 
-    from lanworker.tes.coalesce import CoalescingHttpToolsProtocol
+    from lanworker.tes.server import uvicorn_config
 
     listener = listen(settings.host, settings.port)  # a port in use is a config error, here
     store = open_store(settings.store_url)
@@ -96,17 +96,7 @@ def run_serve(settings: ServeSettings) -> int:
 
     service.extra_routes.append(status_view)
     app = create_app(service, settings.auth_token, loopback_only=is_loopback_host(settings.host))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            http=CoalescingHttpToolsProtocol,  # one send per response, not two
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port))
     http = threading.Thread(  # not main: no uvicorn signals
         target=server.run, kwargs={"sockets": [listener]}, name="http", daemon=True
     )

@@ -1,5 +1,5 @@
-"""serve's connections send each response in one write: uvicorn's protocol driven with a
-transport that records every write it is asked for."""
+"""uvicorn as serve runs it sends each response in one write: its protocol, from serve's own
+configuration, driven with a transport that records every write it is asked for."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import asyncio
 from typing import Any
 
 import pytest
-import uvicorn
 from uvicorn.server import ServerState
 
-from lanworker.tes.coalesce import JOIN_MAX_BYTES, CoalescingHttpToolsProtocol, CoalescingTransport
+from lanworker.tes.server import JOIN_MAX_BYTES, CoalescingTransport, uvicorn_config
 
 
 class RecordingTransport(asyncio.Transport):
@@ -51,17 +50,17 @@ def body_app(body: bytes) -> Any:
     return app
 
 
-def serve_one(body: bytes, requests: int = 1) -> RecordingTransport:
-    """uvicorn's protocol (as serve runs it) answering `requests` GETs on one connection."""
+def serve_one(body: bytes, requests: int = 1, headers: bytes = b"") -> RecordingTransport:
+    """serve's protocol answering `requests` GETs on one connection."""
 
     async def run() -> RecordingTransport:
-        config = uvicorn.Config(
-            body_app(body), http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off"
-        )
-        protocol = CoalescingHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        config = uvicorn_config(body_app(body), "127.0.0.1", 0)
+        config.load()
+        protocol = config.http_protocol_class(config, ServerState(), {}, asyncio.get_running_loop())  # type: ignore[call-arg]
         transport = RecordingTransport()
         protocol.connection_made(transport)
-        protocol.data_received(b"GET /v1/tasks/x?view=MINIMAL HTTP/1.1\r\nHost: a\r\n\r\n" * requests)
+        request = b"GET /v1/tasks/x?view=MINIMAL HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n"
+        protocol.data_received(request * requests)
         for _ in range(100):
             await asyncio.sleep(0)
             if sum(write.count(b"HTTP/1.1 200") for write in transport.writes) == requests:
@@ -78,6 +77,15 @@ def test_a_small_response_is_one_write() -> None:
     [response] = transport.writes
     assert response.startswith(b"HTTP/1.1 200 OK\r\n")
     assert response.endswith(b'\r\n\r\n{"id":"x","state":"RUNNING"}')
+
+
+def test_an_upgrade_request_is_answered_as_plain_http() -> None:
+    """No route takes a WebSocket: whatever libraries are installed, the request is HTTP."""
+    transport = serve_one(
+        b"{}", headers=b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    )
+    [response] = transport.writes
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n") and response.endswith(b"{}")
 
 
 def test_pipelined_requests_are_each_answered_whole_and_in_order() -> None:

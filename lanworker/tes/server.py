@@ -1,5 +1,6 @@
-"""One send per response: what an HTTP connection writes in one turn of the event loop goes
-out as one write.
+"""uvicorn as `serve` runs it: httptools, no WebSocket upgrades (no route takes one), no
+access log, and one send per response: what a connection writes in one turn of the event
+loop goes out as one write.
 
 uvicorn writes a response's status line and headers when the app starts the response, and
 its body when the app sends it: two send() calls, two TCP segments, and on a keep-alive
@@ -17,7 +18,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from lanworker.tes.guard import ASGIApp
 
 JOIN_MAX_BYTES = 64 * 1024  # larger writes go out as they are, after what is held
 
@@ -87,9 +91,28 @@ class CoalescingTransport(asyncio.Transport):
         self.flush()
         self._inner.write_eof()
 
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
+
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, writing through a CoalescingTransport."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=CoalescingHttpToolsProtocol,
+        ws="none",  # an Upgrade request is answered as the plain HTTP request it also is
+        log_config=None,  # lanworker's JSON logging stays as configured
+        access_log=False,
+        lifespan="off",
+    )
