@@ -226,7 +226,7 @@ class Settler:
         assert isinstance(decided.outcome, Delete)
         result = decided.outcome.result
         if error is None:
-            self.metrics.jobs.labels(result.state if result else "deleted").inc()
+            self.metrics.jobs.labels(result.state.value if result else "deleted").inc()
             return
         # The message will come back after its visibility timeout; nothing is lost.
         logger.error(
