@@ -74,9 +74,12 @@ class TokenCheck:
         await refusal(scope, receive, send)
 
 
-def create_app(service: TesService, auth_token: str | None = None, loopback_only: bool = True) -> FastAPI:
-    """The API and whatever service.extra_routes add. loopback_only: bound to loopback, so
-    only loopback Host names are answered (see guard.py)."""
+def create_app(service: TesService, auth_token: str | None = None, loopback_only: bool = True) -> ASGIApp:
+    """The API and whatever service.extra_routes add, as one ASGI app: the request guard,
+    then the token check, then the task reads, in front of FastAPI's own stack, so every
+    request passes the same checks and a poll of a task (most of a busy server's requests)
+    passes through none of FastAPI's middleware. loopback_only: bound to loopback, so only
+    loopback Host names are answered (see guard.py)."""
     app = FastAPI(title="lanworker TES", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -92,13 +95,6 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
     for failure in failures():
         app.add_exception_handler(failure, store_unavailable)
     app.state.auth_token = auth_token
-
-    # innermost: after every check
-    app.add_middleware(TaskReads, store=service.store, prefixes=PREFIXES, outage=outage)
-    if auth_token is not None:
-        app.add_middleware(TokenCheck, token=auth_token)
-    app.add_middleware(RequestGuard, loopback_only=loopback_only)  # outside the token check
-
     app.state.service = service
     app.state.intake = Intake(service)
     for prefix in PREFIXES:
@@ -118,4 +114,9 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
 
     for extra in service.extra_routes:
         app.include_router(extra)
-    return app
+    front: ASGIApp = TaskReads(
+        app, store=service.store, prefixes=PREFIXES, outage=outage
+    )  # after every check
+    if auth_token is not None:
+        front = TokenCheck(front, token=auth_token)
+    return RequestGuard(front, loopback_only=loopback_only)  # outside the token check
