@@ -16,50 +16,53 @@ import bisect
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from lanworker.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from prometheus_client.metrics_core import Metric
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PHASE_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus's text format
 
 
-class CounterValue:
-    """One series of a counter: it only goes up."""
+class _Value:
+    """One series' number, guarded by its metric's lock."""
 
     __slots__ = ("_lock", "value")
 
     def __init__(self, lock: threading.Lock) -> None:
         self._lock = lock
         self.value = 0.0
+
+    def _add(self, amount: float) -> None:
+        with self._lock:
+            self.value += amount
+
+
+class CounterValue(_Value):
+    """One series of a counter: it only goes up."""
+
+    __slots__ = ()
 
     def inc(self, amount: float = 1.0) -> None:
         if amount < 0:
             raise ValueError(f"a counter only goes up, not by {amount}")
-        with self._lock:
-            self.value += amount
+        self._add(amount)
 
 
-class GaugeValue:
+class GaugeValue(_Value):
     """One series of a gauge: up, down or set."""
 
-    __slots__ = ("_lock", "value")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-        self.value = 0.0
+    __slots__ = ()
 
     def inc(self, amount: float = 1.0) -> None:
-        with self._lock:
-            self.value += amount
+        self._add(amount)
 
     def dec(self, amount: float = 1.0) -> None:
-        with self._lock:
-            self.value -= amount
+        self._add(-amount)
 
     def set(self, value: float) -> None:
         with self._lock:
@@ -130,10 +133,7 @@ class Counter(_Family[CounterValue]):
         from prometheus_client.metrics_core import CounterMetricFamily
 
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        with self._lock:
-            for labels, series in self._series.items():
-                family.add_metric(labels, series.value)
-        return family
+        return _filled(family, self._lock, self._series)
 
 
 class Gauge(_Family[GaugeValue]):
@@ -149,17 +149,23 @@ class Gauge(_Family[GaugeValue]):
     def set(self, value: float) -> None:
         self.labels().set(value)
 
-    def value(self, *labels: str) -> float:
-        return self.labels(*labels).value
-
     def collect(self) -> Metric:
         from prometheus_client.metrics_core import GaugeMetricFamily
 
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        with self._lock:
-            for labels, series in self._series.items():
-                family.add_metric(labels, series.value)
-        return family
+        return _filled(family, self._lock, self._series)
+
+
+def _filled(
+    family: CounterMetricFamily | GaugeMetricFamily,
+    lock: threading.Lock,
+    series: Mapping[tuple[str, ...], _Value],
+) -> Metric:
+    """family with each series' value, all read at one moment."""
+    with lock:
+        for labels, one in series.items():
+            family.add_metric(labels, one.value)
+    return family
 
 
 class Histogram(_Family[HistogramValue]):

@@ -114,9 +114,8 @@ def create_app(service: TesService, auth_token: str | None = None, loopback_only
 
     for extra in service.extra_routes:
         app.include_router(extra)
-    front: ASGIApp = TaskReads(
-        app, store=service.store, prefixes=PREFIXES, outage=outage
-    )  # after every check
+    # The checks wrap FastAPI, innermost last: the task reads run after every check.
+    front: ASGIApp = TaskReads(app, store=service.store, prefixes=PREFIXES, outage=outage)
     if auth_token is not None:
         front = TokenCheck(front, token=auth_token)
     return RequestGuard(front, loopback_only=loopback_only)  # outside the token check

@@ -8,9 +8,10 @@ the app; here the whole answer takes about 20 us, and a MINIMAL view reads the t
 alone, never its record.
 
 Invariant: this is the route's one implementation (the TES router has no GET /tasks/ID);
-create_app puts it inside the request guard and the token check and in front of FastAPI, so
-a poll passes every check any other route does and none of FastAPI's middleware. Every other request, and any method but GET and
-HEAD on this path (POST /tasks/ID:cancel), goes on to FastAPI unchanged.
+create_app puts it inside the request guard and the token check and in front of FastAPI,
+so a poll passes every check any other route does and none of FastAPI's middleware. Every
+other request, and any method but GET and HEAD on this path (POST /tasks/ID:cancel), goes
+on to FastAPI unchanged.
 
 A store that does not answer is a 503 here and on every other route (create_app hands
 those routes' failures to the same `StoreOutage`), logged once an outage.
