@@ -7,7 +7,8 @@ Invariant: counting is a lock and an addition, and nothing more is loaded until 
 asks for the numbers. prometheus_client (which brings http.server, email, ssl and urllib
 with it) and the HTTP server are imported by the exposition and by `HealthServer` alone:
 a worker without a metrics port never loads them, which spares each worker process about
-25 ms of CPU at start (a fifth of its start-up) and each job about 10 us.
+25-35 ms of CPU at start (a fifth of its start-up), and a job's counting takes 20 Python
+calls where prometheus_client's took 47.
 """
 
 from __future__ import annotations
