@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lanworker.queues.sqlite import connect, immediate
+from lanworker.queues.sqlite import Connection, connect, immediate
 from lanworker.tes.store.records import (
     FINAL_NAMES,
     MAX_TOKEN_TIME,
@@ -117,8 +117,8 @@ class SqliteTaskStore:
         self._local = threading.local()
         self._search_indexed = False  # task_search is an FTS5 trigram index (known once opened)
 
-    def _db(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "db", None)
+    def _db(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "db", None)
         if connection is None:
             connection = connect(self.path, "")
             _migrate(connection)
@@ -335,7 +335,7 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: Connection) -> None:
     """Bring the file to SCHEMA_VERSION: version 1 kept the records alone, with no index
     terms; they are computed once from each record."""
     if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
