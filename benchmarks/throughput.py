@@ -307,6 +307,12 @@ def report_shared(jobs: int, naive: list[SharedRun], lanworker: list[SharedRun])
         f"  round by round: lanworker {ratios[0]:.2f}x to {ratios[-1]:.2f}x the naive loops, "
         f"median {statistics.median(ratios):.2f}x ({len(ratios)} rounds)"
     )
+    # The machine's own drift: the same contender, the same work, round after round.
+    rates = sorted(jobs / run.elapsed_s for run in naive)
+    print(
+        f"  the naive loops alone, round by round: {rates[0]:.0f} to {rates[-1]:.0f} jobs/s "
+        f"({rates[-1] / rates[0] - 1:.0%} apart): a single round's ratio moves by as much"
+    )
 
 
 def main() -> int:
