@@ -522,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except QueueUnreachable as exc:
-        print(f"queue unreachable: {exc}", file=sys.stderr)
+        print(f"unreachable: {exc}", file=sys.stderr)
         return EXIT_QUEUE_UNREACHABLE
     except TransientError as exc:  # a client command gave up riding out an outage
         print(f"unreachable: {str(exc).splitlines()[0]}", file=sys.stderr)

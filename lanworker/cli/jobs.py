@@ -24,6 +24,7 @@ from lanworker.core.logs import escape_controls
 from lanworker.web import readmodel as status
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+TIMEOUT_S = 10.0  # a request to the server
 COLOURS = {
     "COMPLETE": "32",
     "RUNNING": "34",
@@ -73,9 +74,12 @@ def source(args: argparse.Namespace) -> Fetch:
     def from_server(job_id: str | None, params: dict[str, Any]) -> Any:
         path = "/api/jobs" if job_id is None else "/api/jobs/" + quote(job_id, safe="")
         try:
-            response = requests.get(server + path, params=params, headers=headers, timeout=10)
+            response = requests.get(server + path, params=params, headers=headers, timeout=TIMEOUT_S)
         except requests.RequestException as exc:
-            raise QueueUnreachable(f"cannot reach {server}: {exc}") from exc
+            raise QueueUnreachable(
+                f"cannot reach {server} ({_why(exc)}): is `worker.py serve` running there? "
+                "--server URL names another, --store reads a task store directly"
+            ) from exc
         if response.status_code == 404:
             return None
         if response.status_code == 401:
@@ -87,6 +91,18 @@ def source(args: argparse.Namespace) -> Fetch:
         return response.json()
 
     return from_server
+
+
+def _why(exc: requests.RequestException) -> str:
+    """A failed request's cause in a few words, not urllib3's whole chain."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {TIMEOUT_S:g} s"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def _said(response: requests.Response) -> str:

@@ -348,3 +348,12 @@ def test_jobs_against_a_server_that_cannot_answer_says_why(
     assert completed.returncode == code and said in completed.stderr and "Traceback" not in completed.stderr
     if status == 503:
         assert "the task store did not answer: disk I/O error" in completed.stderr
+
+
+def test_jobs_with_no_server_listening_says_what_to_do() -> None:
+    """It printed urllib3's whole chain of wrapped exceptions, under "queue unreachable"."""
+    completed = run_cli("jobs", "--server", f"http://127.0.0.1:{free_port()}")
+    assert completed.returncode == exitcodes.EXIT_QUEUE_UNREACHABLE
+    first = completed.stderr.strip().splitlines()[-1]
+    assert "(connection refused)" in first and "worker.py serve" in first and "--store" in first
+    assert "HTTPConnectionPool" not in completed.stderr and "Traceback" not in completed.stderr
