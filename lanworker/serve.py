@@ -91,6 +91,7 @@ def run_serve(settings: ServeSettings) -> int:
         health=lambda: _health(projector, threads, workers),
         metrics=metrics.exposition,
         max_store_bytes=settings.max_store_mb * 1024 * 1024 if settings.max_store_mb else None,
+        worker_terms=workers[0].executor.check_message if workers else None,
     )
     from lanworker.web import router as status_view
 

@@ -15,7 +15,8 @@ from functools import partial
 
 from fastapi import APIRouter
 
-from lanworker.core.errors import LanworkerError, MessageRefused
+from lanworker.core.errors import InvalidMessage, LanworkerError, MessageRefused
+from lanworker.message.command import CommandMessage, message_of
 from lanworker.message.policy import MessagePolicy
 from lanworker.queues import Outgoing, Queue
 from lanworker.storage import Storage
@@ -38,6 +39,10 @@ class TesService:
     metrics: Callable[[], bytes] | None = None
     extra_routes: list[APIRouter] = field(default_factory=list)  # the status view's
     max_store_bytes: int | None = None  # --max-store-mb: refuse new tasks beyond it (507)
+    # The embedded workers' own terms (their executor's check: the image allowlist, the
+    # resource maxima): a task they would refuse is a 400 now, not a SYSTEM_ERROR later.
+    # None without embedded workers: then the workers that take the task decide.
+    worker_terms: Callable[[CommandMessage], object] | None = None
 
     # ----------------------------------------------------------------- operations
     def create(self, task: TesTask) -> str:
@@ -60,6 +65,7 @@ class TesService:
             task_id = new_task_id()
             try:
                 message, notes = task_to_message(task, task_id, self.policy)
+                self._check_worker_terms(message)
                 record = new_record(task, task_id, notes)
                 room.take(record)
             except (TaskRefused, StoreFull) as exc:
@@ -88,6 +94,14 @@ class TesService:
             self.store.update(record["id"], partial(_failed_to_queue, error=str(failure)))
             outcomes[index] = failure if isinstance(failure, MessageRefused) else NotQueued(str(failure))
         return outcomes
+
+    def _check_worker_terms(self, message: dict[str, object]) -> None:
+        if self.worker_terms is None:
+            return
+        try:
+            self.worker_terms(message_of(message))
+        except InvalidMessage as exc:
+            raise TaskRefused(str(exc)) from exc
 
     def cancel(self, task_id: str) -> Record | None:
         record = self.store.get(task_id)

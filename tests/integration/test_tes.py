@@ -132,11 +132,12 @@ def test_a_failing_executor_is_an_executor_error(client: tes.HTTPClient) -> None
     assert executor_log.exit_code == 7 and executor_log.stderr == "broken\n"
 
 
-def test_an_image_outside_the_allowlist_is_a_system_error(client: tes.HTTPClient) -> None:
-    task_id = client.create_task(tes.Task(executors=[tes.Executor(image="evil/miner:1", command=["mine"])]))
-    assert finished(client, task_id).state == "SYSTEM_ERROR"
-    full = client.get_task(task_id, view="FULL")
-    assert any("evil/miner:1" in line and "not allowed" in line for line in full.logs[0].system_logs)
+def test_an_image_outside_the_embedded_workers_allowlist_is_refused_at_submit(client: tes.HTTPClient) -> None:
+    """It was accepted and then ended SYSTEM_ERROR when a worker dead-lettered it."""
+    with pytest.raises(requests.HTTPError) as refused:
+        client.create_task(tes.Task(executors=[tes.Executor(image="evil/miner:1", command=["mine"])]))
+    assert refused.value.response is not None and refused.value.response.status_code == 400
+    assert "image 'evil/miner:1' is not allowed on this worker" in refused.value.response.json()["msg"]
 
 
 def test_cancel_a_running_task(client: tes.HTTPClient, docker_client: Any) -> None:

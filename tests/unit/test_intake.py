@@ -13,6 +13,7 @@ import pytest
 
 from lanworker.core.config import build_config
 from lanworker.core.errors import MessageRefused
+from lanworker.executors.docker import DockerExecutor
 from lanworker.message.policy import MessagePolicy
 from lanworker.storage import Storage
 from lanworker.tes import intake as intake_module
@@ -233,3 +234,32 @@ def test_with_a_queue_over_the_network_the_batch_is_written_in_a_thread(tmp_path
     ids = asyncio.run(post_three())
     assert len(set(ids)) == 3 and service.batches == [3]
     assert senders and threading.main_thread().name not in senders
+
+
+def test_what_the_embedded_workers_would_refuse_is_refused_at_submit(tmp_path: Path) -> None:
+    """An image outside their allowlist, or more memory than their maximum, was accepted and
+    then ended SYSTEM_ERROR when a worker dead-lettered it."""
+    config = build_config(
+        {"mode": "docker", "queue_url": "memory://jobs", "allow_images": ("busybox*",), "max_memory_mb": 1024}
+    )
+    queue = InMemoryQueue()
+    service = make_service(tmp_path, queue, worker_terms=DockerExecutor.from_config(config).check_message)
+    fits, image, memory = service.create_batch(
+        [
+            task(resources={"ram_gb": 0.5}),
+            task(executors=[{"image": "evil/miner:1", "command": ["mine"]}]),
+            task(resources={"ram_gb": 64}),
+        ]
+    )
+    assert isinstance(image, TaskRefused) and "image 'evil/miner:1' is not allowed" in str(image)
+    assert isinstance(memory, TaskRefused) and "is over this worker's maximum 1024" in str(memory)
+    assert isinstance(fits, str) and queued_ids(queue) == {fits}
+    assert [record["id"] for record in service.store.page(_all(), 10, None)[0]] == [fits]
+
+
+def test_without_embedded_workers_the_workers_that_take_a_task_decide(tmp_path: Path) -> None:
+    queue = InMemoryQueue()
+    (task_id,) = make_service(tmp_path, queue).create_batch(
+        [task(executors=[{"image": "evil/miner:1", "command": ["mine"]}])]
+    )
+    assert isinstance(task_id, str) and queued_ids(queue) == {task_id}
