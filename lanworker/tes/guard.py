@@ -124,7 +124,7 @@ class RequestGuard:
             else:
                 await self.app(scope, _replay(body, receive), send)
                 return
-        await _send_json(send, refused.status, refused.message)
+        await _send_refusal(send, refused.status, refused.message)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -169,10 +169,14 @@ def _with_common_headers(send: Send) -> Send:
     return sending
 
 
-async def _send_json(send: Send, status: int, text: str) -> None:
+async def _send_refusal(send: Send, status: int, text: str) -> None:
     body = json.dumps({"msg": text, "status_code": status}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 413:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send_json(send, status, body, *([(b"connection", b"close")] if status == 413 else []))
+
+
+async def send_json(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """A JSON answer already encoded, as two ASGI messages (what a Starlette JSONResponse
+    sends, without building one)."""
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})

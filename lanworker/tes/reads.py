@@ -19,21 +19,23 @@ those routes' failures to the same `StoreOutage`), logged once an outage.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from lanworker.tes.api import VIEWS, error_response, unavailable
 from lanworker.tes.convert import to_tes
-from lanworker.tes.guard import ASGIApp, Receive, Scope, Send
+from lanworker.tes.guard import ASGIApp, Receive, Scope, Send, send_json
 from lanworker.tes.store import TaskStore, failures
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+PLAIN_VIEWS = {f"view={view}".encode(): view for view in VIEWS}
 
 
 class StoreOutage:
@@ -73,8 +75,11 @@ class TaskReads:
         if task_id is None:
             await self.app(scope, receive, send)
             return
-        response = await self._answer(task_id, _view(scope))
-        await response(scope, receive, send)
+        answer = await self._answer(task_id, _view(scope))
+        if isinstance(answer, bytes):
+            await send_json(send, 200, answer)
+        else:
+            await answer(scope, receive, send)
 
     def _task_id(self, scope: Scope) -> str | None:
         """The id this request reads, or None when it is not a task read."""
@@ -87,7 +92,8 @@ class TaskReads:
                 return task_id if task_id and "/" not in task_id else None
         return None
 
-    async def _answer(self, task_id: str, view: str) -> Response:
+    async def _answer(self, task_id: str, view: str) -> bytes | Response:
+        """The task's document in view, encoded as a JSONResponse would; or the refusal."""
         if view not in VIEWS:
             return error_response(400, f"view must be one of {', '.join(VIEWS)}")
         try:
@@ -97,7 +103,7 @@ class TaskReads:
         self.outage.answered()
         if document is None:
             return error_response(404, f"no task {task_id!r}")
-        return JSONResponse(document)
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     async def _read(self, task_id: str, view: str) -> dict[str, Any] | None:
         """The task's TES document in view, read here in the event loop from a local store
@@ -118,4 +124,6 @@ def _view(scope: Scope) -> str:
     query: bytes = scope.get("query_string", b"")
     if b"view=" not in query:
         return "MINIMAL"
+    if query in PLAIN_VIEWS:  # the usual `view=NAME` alone, found without parsing
+        return PLAIN_VIEWS[query]
     return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("view", "MINIMAL")

@@ -76,6 +76,19 @@ def test_every_prefix_and_view(tes: tuple[Any, str]) -> None:
     assert call(app, "GET", f"/v1/tasks/{task_id}", "view=BASIC&view=MINIMAL").json()["state"] == "QUEUED"
 
 
+def test_answers_are_utf8_json_of_their_own_length(tmp_path: Path) -> None:
+    """Read answers are encoded here, not by a JSONResponse: the same bytes it would send."""
+    served = in_process_service(tmp_path, SqliteTaskStore(tmp_path / "tasks.db"))
+    task = TesTask.model_validate(
+        {"name": "Zürich ✓", "executors": [{"image": "busybox", "command": ["true"]}]}
+    )
+    task_id = served.create(task)
+    basic = call(create_app(served), "GET", f"/ga4gh/tes/v1/tasks/{task_id}", "view=BASIC")
+    assert basic.json()["name"] == "Zürich ✓" and "Zürich ✓".encode() in basic.body
+    assert basic.headers["content-length"] == str(len(basic.body))
+    assert basic.headers["content-type"] == "application/json"
+
+
 def test_head_has_the_gets_headers(tes: tuple[Any, str]) -> None:
     app, task_id = tes
     head = call(app, "HEAD", f"/ga4gh/tes/v1/tasks/{task_id}")
