@@ -1,6 +1,6 @@
 """A Nextflow-like polling load against one `serve` with 100,000 tasks in its store:
 200 clients, each polling its 50 tasks with `GET /tasks/ID?view=MINIMAL` every 2 s (5,000
-requests/s offered), for 60 s, while the embedded docker workers run a batch of tasks.
+requests/s offered), for at least 60 s, while the embedded docker workers run a batch of tasks.
 
     .venv/bin/python benchmarks/polling.py [--tasks 100000] [--clients 200] [--per-client 50]
         [--interval-s 2] [--seconds 60] [--jobs 200] [--task-s 1] [--workers 2] [--concurrency 4]
@@ -13,11 +13,12 @@ and the rate answered against the rate offered; the embedded workers' tasks/s wi
 polling and under it (goal: a drop under 10%); how busy the machine's cores were through
 each batch (what the docker engine, the workers, serve and the clients leave each other);
 serve's peak RSS (goal: under 300 MB). One pair of batches moves by about 5 points of drop
-from one run to the next on this machine, so the rounds are what the goal is read from. Each client is one
-keep-alive connection that sends its next request when the last is answered, as an HTTP
-client pool does; the clients run in a process of their own (asyncio on uvloop,
-`benchmarks/rawhttp.py`), so their cost is not serve's, though on one machine they share
-its cores.
+from one run to the next on this machine, so the rounds are what the goal is read from.
+
+Each client is one keep-alive connection that sends its next request when the last is
+answered, as an HTTP client pool does; the clients run in a process of their own (asyncio
+on uvloop, `benchmarks/rawhttp.py`), so their cost is not serve's, though on one machine
+they share its cores.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class TaskReads:
         self.outage.answered()
         if document is None:
             return error_response(404, f"no task {task_id!r}")
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
     async def _read(self, task_id: str, view: str) -> dict[str, Any] | None:
         """The task's TES document in view, read here in the event loop from a local store
