@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.responses import JSONResponse
 
 from lanworker.queues import open_queue
 from lanworker.tes.app import create_app
@@ -87,6 +88,7 @@ def test_answers_are_utf8_json_of_their_own_length(tmp_path: Path) -> None:
     assert basic.json()["name"] == "Zürich ✓" and "Zürich ✓".encode() in basic.body
     assert basic.headers["content-length"] == str(len(basic.body))
     assert basic.headers["content-type"] == "application/json"
+    assert basic.body == JSONResponse(basic.json()).body
 
 
 def test_head_has_the_gets_headers(tes: tuple[Any, str]) -> None:
